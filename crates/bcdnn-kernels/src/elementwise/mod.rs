@@ -1,0 +1,155 @@
+//! Fused elementwise steps of a BCD iteration, one matrix column at a time.
+//!
+//! Every step reads and writes each entry once and accumulates, in the same pass, the
+//! objective terms and the squared step length `||P^k - P^{k-1}||^2` that the trainer reports.
+//! Partial sums come back as `f64`. Every kernel has a plain scalar version in [`scalar`],
+//! which is the reference the SIMD versions are tested against.
+//!
+//! A column of a `d x n` state matrix is one sample; `bias` vectors have length `d` and are
+//! broadcast over columns without being materialised.
+
+pub mod scalar;
+
+/// Partial sums returned by a pre-activation (`U`) update of one column.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct USums {
+    /// `||U_old - P||^2` with `P = W V + b` computed from the previous iterate: the coupling
+    /// term of the objective at the previous iterate, before the `rho / 2` factor.
+    pub coupling_old: f64,
+    /// `||a - sigma(U_new)||^2`: the activation coupling term at the new iterate, before the
+    /// `gamma / 2` factor.
+    pub link_new: f64,
+    /// `||U_new - U_old||^2`.
+    pub step: f64,
+}
+
+impl USums {
+    pub fn add(&mut self, other: USums) {
+        self.coupling_old += other.coupling_old;
+        self.link_new += other.link_new;
+        self.step += other.step;
+    }
+}
+
+/// Partial sums returned by the output activation (`V_N`) update of one column.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct OutputVSums {
+    /// `||V_new - Y||^2`, before the `1/2` factor of the squared loss.
+    pub loss: f64,
+    /// `||V_new - V_old||^2`.
+    pub step: f64,
+}
+
+impl OutputVSums {
+    pub fn add(&mut self, other: OutputVSums) {
+        self.loss += other.loss;
+        self.step += other.step;
+    }
+}
+
+/// Elementwise kernels for one scalar type. The default methods are the scalar reference;
+/// `f32` overrides the hot ones with SIMD versions dispatched at run time.
+///
+/// Slices passed together must have equal lengths (checked by `debug_assert!`).
+pub trait Elementwise: Sized + Copy {
+    /// `dst = max(src, 0)`.
+    fn relu(dst: &mut [Self], src: &[Self]);
+
+    /// `x = max(x + bias, 0)`: the hidden-layer epilogue of the plain forward pass.
+    fn add_bias_relu(x: &mut [Self], bias: &[Self]);
+
+    /// `x = x + bias`: the output-layer epilogue of the plain forward pass.
+    fn add_bias(x: &mut [Self], bias: &[Self]);
+
+    /// Output activation update for the squared loss with one-hot target `y = e_label`:
+    /// `v = (y + gamma u + alpha v) / (1 + gamma + alpha)`.
+    fn output_v_step(v: &mut [Self], u: &[Self], label: usize, gamma: Self, alpha: Self) -> OutputVSums;
+
+    /// Output pre-activation update `u = (gamma v + rho (p + bias)) / (gamma + rho)`, where `p`
+    /// holds `W_N V_{N-1}` for this column. `link_new` is `||v - u_new||^2`.
+    fn output_u_step(u: &mut [Self], p: &[Self], bias: &[Self], v: &[Self], gamma: Self, rho: Self) -> USums;
+
+    /// Hidden ReLU pre-activation update. With `P = p + bias` and
+    /// `B = (rho P + alpha u_old) / (rho + alpha)`, each entry becomes
+    /// `argmin_u 1/2 (relu(u) - a)^2 + g/2 (u - B)^2` with `g = (rho + alpha) / gamma`.
+    fn hidden_u_step_relu(
+        u: &mut [Self],
+        p: &[Self],
+        bias: &[Self],
+        a: &[Self],
+        rho: Self,
+        alpha: Self,
+        gamma: Self,
+    ) -> USums;
+
+    /// `dst = scale * max(u, 0)`.
+    fn scaled_relu(dst: &mut [Self], u: &[Self], scale: Self);
+
+    /// `acc = acc + scale * max(u, 0) + shift`.
+    fn add_scaled_relu_shift(acc: &mut [Self], u: &[Self], scale: Self, shift: &[Self]);
+
+    /// `v = x`; returns `||x - v_old||^2`.
+    fn assign_with_step(v: &mut [Self], x: &[Self]) -> f64;
+
+    /// `v = x + beta y`; returns `||v_new - v_old||^2`.
+    fn combine_with_step(v: &mut [Self], x: &[Self], y: &[Self], beta: Self) -> f64;
+}
+
+/// Index of the largest entry (the first one on ties); 0 for an empty slice.
+pub fn argmax<T: PartialOrd + Copy>(values: &[T]) -> usize {
+    let mut best = 0;
+    for (i, &x) in values.iter().enumerate() {
+        if x > values[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+macro_rules! scalar_elementwise_impl {
+    ($t:ty) => {
+        impl Elementwise for $t {
+            fn relu(dst: &mut [Self], src: &[Self]) {
+                scalar::relu(dst, src)
+            }
+            fn add_bias_relu(x: &mut [Self], bias: &[Self]) {
+                scalar::add_bias_relu(x, bias)
+            }
+            fn add_bias(x: &mut [Self], bias: &[Self]) {
+                scalar::add_bias(x, bias)
+            }
+            fn output_v_step(v: &mut [Self], u: &[Self], label: usize, gamma: Self, alpha: Self) -> OutputVSums {
+                scalar::output_v_step(v, u, label, gamma, alpha)
+            }
+            fn output_u_step(u: &mut [Self], p: &[Self], bias: &[Self], v: &[Self], gamma: Self, rho: Self) -> USums {
+                scalar::output_u_step(u, p, bias, v, gamma, rho)
+            }
+            fn hidden_u_step_relu(
+                u: &mut [Self],
+                p: &[Self],
+                bias: &[Self],
+                a: &[Self],
+                rho: Self,
+                alpha: Self,
+                gamma: Self,
+            ) -> USums {
+                scalar::hidden_u_step_relu(u, p, bias, a, rho, alpha, gamma)
+            }
+            fn scaled_relu(dst: &mut [Self], u: &[Self], scale: Self) {
+                scalar::scaled_relu(dst, u, scale)
+            }
+            fn add_scaled_relu_shift(acc: &mut [Self], u: &[Self], scale: Self, shift: &[Self]) {
+                scalar::add_scaled_relu_shift(acc, u, scale, shift)
+            }
+            fn assign_with_step(v: &mut [Self], x: &[Self]) -> f64 {
+                scalar::assign_with_step(v, x)
+            }
+            fn combine_with_step(v: &mut [Self], x: &[Self], y: &[Self], beta: Self) -> f64 {
+                scalar::combine_with_step(v, x, y, beta)
+            }
+        }
+    };
+}
+
+scalar_elementwise_impl!(f32);
+scalar_elementwise_impl!(f64);

@@ -1,0 +1,24 @@
+//! CPU kernels for training neural networks by block coordinate descent (BCD).
+//!
+//! The crate holds the numerical building blocks the trainer is made of:
+//!
+//! - [`matrix`]: a column-major dense matrix whose storage the trainer owns, viewed through faer.
+//! - [`products`]: matrix products and Gram matrices through faer, with the parallelism chosen
+//!   by problem size.
+//! - [`spd`]: factorisation and solves of small symmetric positive definite systems (Cholesky),
+//!   in f64, with all scratch allocated up front.
+//! - [`elementwise`]: fused single-pass elementwise steps (bias broadcast, proximal updates,
+//!   objective terms), with a scalar reference beside every SIMD version.
+//! - [`tiling`]: splitting sample columns into tiles for rayon, with deterministic reductions.
+//!
+//! No kernel allocates: output and scratch come from the caller.
+
+pub mod elementwise;
+pub mod matrix;
+pub mod products;
+pub mod real;
+pub mod spd;
+pub mod tiling;
+
+pub use matrix::ColMatrix;
+pub use real::Real;

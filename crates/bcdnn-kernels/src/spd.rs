@@ -1,0 +1,89 @@
+//! Symmetric positive definite systems, factorised by Cholesky in `f64`.
+//!
+//! The BCD block solves are small (`d x d` with `d` a layer width) next to the `d x n`
+//! products around them, so they run in `f64`: the Gram matrices of the weight update have
+//! condition numbers up to `rho lambda_max(G) / alpha`, which can exceed `1e6` on real data,
+//! where an `f32` factorisation would lose most of its digits.
+
+use faer::dyn_stack::{MemBuffer, MemStack, StackReq};
+use faer::linalg::cholesky::llt;
+use faer::{Mat, MatMut, MatRef, Par};
+
+/// A Cholesky factorisation failed: the matrix is not numerically positive definite.
+#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
+#[error("matrix of dimension {dim} is not positive definite: pivot {pivot} is not positive")]
+pub struct NotPositiveDefinite {
+    pub dim: usize,
+    pub pivot: usize,
+}
+
+/// Cholesky factor `L` (with `L L^T = A`) of a matrix of dimension up to a fixed maximum,
+/// with every buffer allocated once at construction.
+pub struct SpdFactor {
+    l: Mat<f64>,
+    dim: usize,
+    mem: MemBuffer,
+}
+
+impl SpdFactor {
+    /// Allocates room for matrices of dimension up to `max_dim`.
+    pub fn new(max_dim: usize, par: Par) -> Self {
+        let req = StackReq::any_of(&[
+            llt::factor::cholesky_in_place_scratch::<f64>(max_dim, par, Default::default()),
+            llt::inverse::inverse_scratch::<f64>(max_dim, par),
+        ]);
+        Self { l: Mat::zeros(max_dim, max_dim), dim: 0, mem: MemBuffer::new(req) }
+    }
+
+    /// Current dimension.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// The matrix to factorise, `dim x dim`. Fill its lower triangle, then call [`Self::factor`].
+    pub fn matrix_mut(&mut self, dim: usize) -> MatMut<'_, f64> {
+        assert!(dim <= self.l.nrows(), "dimension {dim} exceeds the allocated {}", self.l.nrows());
+        self.dim = dim;
+        self.l.as_mut().submatrix_mut(0, 0, dim, dim)
+    }
+
+    /// Factorises in place the matrix whose lower triangle was written through
+    /// [`Self::matrix_mut`].
+    pub fn factor(&mut self, par: Par) -> Result<(), NotPositiveDefinite> {
+        let dim = self.dim;
+        let a = self.l.as_mut().submatrix_mut(0, 0, dim, dim);
+        let stack = MemStack::new(&mut self.mem);
+        llt::factor::cholesky_in_place(a, Default::default(), par, stack, Default::default())
+            .map(|_| ())
+            .map_err(|e| match e {
+                llt::factor::LltError::NonPositivePivot { index } => NotPositiveDefinite { dim, pivot: index },
+            })
+    }
+
+    /// The factor `L` (lower triangle meaningful).
+    pub fn factor_ref(&self) -> MatRef<'_, f64> {
+        self.l.as_ref().submatrix(0, 0, self.dim, self.dim)
+    }
+
+    /// Overwrites `rhs` (`dim x k`) with `A^{-1} rhs` by two triangular solves.
+    pub fn solve_in_place(&mut self, rhs: MatMut<'_, f64>, par: Par) {
+        let stack = MemStack::new(&mut self.mem);
+        llt::solve::solve_in_place(self.l.as_ref().submatrix(0, 0, self.dim, self.dim), rhs, par, stack);
+    }
+
+    /// Writes `A^{-1}` (both triangles) into `out` (`dim x dim`).
+    pub fn inverse_into(&mut self, mut out: MatMut<'_, f64>, par: Par) {
+        let stack = MemStack::new(&mut self.mem);
+        llt::inverse::inverse(out.rb_mut(), self.l.as_ref().submatrix(0, 0, self.dim, self.dim), par, stack);
+        // The faer routine fills the lower triangle; mirror it.
+        let n = out.nrows();
+        for j in 0..n {
+            for i in 0..j {
+                let value = out[(j, i)];
+                out[(i, j)] = value;
+            }
+        }
+    }
+}
+
+use faer::reborrow::ReborrowMut;
