@@ -18,8 +18,7 @@ use crate::error::DataError;
 /// existing maps keep the old file's contents.
 ///
 /// Invariants, checked by every constructor: `n_features >= 1`, `1 <= n_classes <= 256`,
-/// `features().len() == n_features * n_samples`, every label is below `n_classes`, and the
-/// features are 4-byte aligned.
+/// `features().len() == n_features * n_samples`, and every label is below `n_classes`.
 pub struct Dataset {
     storage: Storage,
     n_features: usize,
@@ -32,8 +31,8 @@ enum Storage {
         features: Vec<f32>,
         labels: Vec<u8>,
     },
-    /// Byte ranges of a store file's map. `features` starts at a 64-byte aligned offset of
-    /// a page-aligned map, which `Dataset::from_mapped` checks.
+    /// Byte ranges of a store file's map. `store::map_file` has checked that `features`
+    /// starts at an address aligned for f32, which `features()` relies on.
     Mapped {
         map: Mmap,
         features: Range<usize>,
@@ -51,16 +50,11 @@ impl Dataset {
         n_classes: usize,
     ) -> Result<Dataset, DataError> {
         validate_parts(&features, &labels, n_features, n_classes)?;
-        Ok(Dataset {
-            n_features,
-            n_samples: labels.len(),
-            n_classes,
-            storage: Storage::Owned { features, labels },
-        })
+        Ok(Dataset { n_features, n_samples: labels.len(), n_classes, storage: Storage::Owned { features, labels } })
     }
 
-    /// Wraps a validated store map. The caller has checked the checksum and the layout; this
-    /// re-checks shape, alignment and labels because `features()` relies on them.
+    /// Wraps a store map whose checksum and layout the caller has checked. Shape, alignment
+    /// and labels are checked again here because `features()` relies on them.
     pub(crate) fn from_mapped(
         map: Mmap,
         features: Range<usize>,
@@ -69,17 +63,13 @@ impl Dataset {
         n_classes: usize,
     ) -> Result<Dataset, DataError> {
         let feature_values = bytemuck::try_cast_slice::<u8, f32>(&map[features.clone()])
-            .expect("store layout puts features at a 64-byte aligned offset of a page-aligned map");
+            .expect("store::map_file checked that the features are aligned for f32");
         validate_parts(feature_values, &map[labels.clone()], n_features, n_classes)?;
         Ok(Dataset {
             n_features,
             n_samples: labels.len(),
             n_classes,
-            storage: Storage::Mapped {
-                map,
-                features,
-                labels,
-            },
+            storage: Storage::Mapped { map, features, labels },
         })
     }
 
@@ -138,7 +128,7 @@ impl fmt::Debug for Dataset {
 
 /// Borrowed, validated view of a dataset or of a contiguous range of its samples. Copying a
 /// view copies two slice references, never the data.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 pub struct DatasetView<'a> {
     features: &'a [f32],
     labels: &'a [u8],
@@ -150,19 +140,9 @@ impl<'a> DatasetView<'a> {
     /// Creates a view over column-major `features` (`n_features` values per sample) and
     /// `labels` (one per sample). Rejects `n_features == 0`, `n_classes` outside 1..=256,
     /// a feature length other than `n_features * labels.len()`, and labels `>= n_classes`.
-    pub fn new(
-        features: &'a [f32],
-        labels: &'a [u8],
-        n_features: usize,
-        n_classes: usize,
-    ) -> Result<Self, DataError> {
+    pub fn new(features: &'a [f32], labels: &'a [u8], n_features: usize, n_classes: usize) -> Result<Self, DataError> {
         validate_parts(features, labels, n_features, n_classes)?;
-        Ok(DatasetView {
-            features,
-            labels,
-            n_features,
-            n_classes,
-        })
+        Ok(DatasetView { features, labels, n_features, n_classes })
     }
 
     pub fn n_features(&self) -> usize {
@@ -196,11 +176,7 @@ impl<'a> DatasetView<'a> {
     pub fn columns(&self, range: Range<usize>) -> Result<DatasetView<'a>, DataError> {
         let n_samples = self.n_samples();
         if range.start > range.end || range.end > n_samples {
-            return Err(DataError::InvalidSampleRange {
-                start: range.start,
-                end: range.end,
-                n_samples,
-            });
+            return Err(DataError::InvalidSampleRange { start: range.start, end: range.end, n_samples });
         }
         Ok(self.sub_view(range))
     }
@@ -221,6 +197,17 @@ impl<'a> DatasetView<'a> {
     }
 }
 
+/// Prints the dimensions only, because the feature slice can have tens of millions of values.
+impl fmt::Debug for DatasetView<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatasetView")
+            .field("n_features", &self.n_features)
+            .field("n_samples", &self.n_samples())
+            .field("n_classes", &self.n_classes)
+            .finish()
+    }
+}
+
 pub(crate) fn validate_class_count(n_classes: usize) -> Result<(), DataError> {
     if (1..=256).contains(&n_classes) {
         Ok(())
@@ -229,12 +216,7 @@ pub(crate) fn validate_class_count(n_classes: usize) -> Result<(), DataError> {
     }
 }
 
-fn validate_parts(
-    features: &[f32],
-    labels: &[u8],
-    n_features: usize,
-    n_classes: usize,
-) -> Result<(), DataError> {
+fn validate_parts(features: &[f32], labels: &[u8], n_features: usize, n_classes: usize) -> Result<(), DataError> {
     if n_features == 0 {
         return Err(DataError::ZeroFeatures);
     }
@@ -242,19 +224,11 @@ fn validate_parts(
 
     let n_samples = labels.len();
     if n_features.checked_mul(n_samples) != Some(features.len()) {
-        return Err(DataError::ShapeMismatch {
-            n_features,
-            n_samples,
-            found: features.len(),
-        });
+        return Err(DataError::ShapeMismatch { n_features, n_samples, found: features.len() });
     }
 
     if let Some(index) = labels.iter().position(|&l| usize::from(l) >= n_classes) {
-        return Err(DataError::LabelOutOfRange {
-            index,
-            label: labels[index],
-            classes: n_classes,
-        });
+        return Err(DataError::LabelOutOfRange { index, label: labels[index], classes: n_classes });
     }
     Ok(())
 }

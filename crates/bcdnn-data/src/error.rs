@@ -25,25 +25,13 @@ pub enum DataError {
         "feature buffer has {found} values, expected n_features * n_samples = \
          {n_features} * {n_samples} (one column of n_features values per label)"
     )]
-    ShapeMismatch {
-        n_features: usize,
-        n_samples: usize,
-        found: usize,
-    },
+    ShapeMismatch { n_features: usize, n_samples: usize, found: usize },
 
     #[error("label {label} at sample {index} is out of range, expected a value below {classes}")]
-    LabelOutOfRange {
-        index: usize,
-        label: u8,
-        classes: usize,
-    },
+    LabelOutOfRange { index: usize, label: u8, classes: usize },
 
     #[error("sample range {start}..{end} is invalid for a dataset of {n_samples} samples")]
-    InvalidSampleRange {
-        start: usize,
-        end: usize,
-        n_samples: usize,
-    },
+    InvalidSampleRange { start: usize, end: usize, n_samples: usize },
 
     #[error(
         "MNIST file not found: neither {} nor {} exists; set BCDNN_DATA_DIR or \

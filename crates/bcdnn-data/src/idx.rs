@@ -2,9 +2,9 @@
 //!
 //! An IDX file is a big-endian header followed by a dense array in row-major order. The header
 //! is a 4-byte magic number (two zero bytes, a type code, the number of dimensions) and then one
-//! u32 per dimension. MNIST uses type code 0x08 (unsigned byte): images have magic 0x00000803
-//! (2051) and the dimensions count, rows, columns; labels have magic 0x00000801 (2049) and the
-//! single dimension count.
+//! u32 per dimension. MNIST uses type code 0x08 (unsigned byte). Images have magic 0x00000803
+//! (2051) and the dimensions count, rows and columns. Labels have magic 0x00000801 (2049) and
+//! the single dimension count.
 //!
 //! Every check runs before the data is returned: magic number, non-zero dimensions, the exact
 //! payload length (truncated files and trailing bytes are both rejected), label range, and
@@ -23,9 +23,8 @@ pub const LABELS_MAGIC: u32 = 0x0000_0801;
 /// First two bytes of every gzip stream (RFC 1952).
 pub const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
-/// Upper bound on the buffer reserved up front for a payload. The header's dimensions are not
-/// trusted until the payload has actually been read, so a corrupt header cannot force a huge
-/// allocation; larger payloads grow the buffer as bytes arrive.
+/// Maximum number of bytes reserved for a payload before it is read. A corrupt header can
+/// declare any size, so larger payloads grow the buffer only as their bytes arrive.
 const MAX_INITIAL_RESERVE: usize = 1 << 26;
 
 const IMAGE_AXES: [&str; 3] = ["image count", "rows", "columns"];
@@ -56,21 +55,13 @@ pub enum IdxError {
         .path.display(),
         hint = magic_hint(*.found, *.expected)
     )]
-    BadMagic {
-        path: PathBuf,
-        found: u32,
-        expected: u32,
-    },
+    BadMagic { path: PathBuf, found: u32, expected: u32 },
 
     #[error(
         "{}: IDX dimension {axis} ({axis_name}) is 0, expected at least 1",
         .path.display()
     )]
-    ZeroDimension {
-        path: PathBuf,
-        axis: usize,
-        axis_name: &'static str,
-    },
+    ZeroDimension { path: PathBuf, axis: usize, axis_name: &'static str },
 
     #[error(
         "{}: IDX dimensions {dims:?} describe an array too large to address",
@@ -82,44 +73,26 @@ pub enum IdxError {
         "{}: file is truncated: expected {expected_bytes} bytes (decompressed), found {found_bytes}",
         .path.display()
     )]
-    Truncated {
-        path: PathBuf,
-        expected_bytes: u64,
-        found_bytes: u64,
-    },
+    Truncated { path: PathBuf, expected_bytes: u64, found_bytes: u64 },
 
     #[error(
         "{}: file has trailing bytes: expected {expected_bytes} bytes (decompressed), found {found_bytes}",
         .path.display()
     )]
-    TrailingBytes {
-        path: PathBuf,
-        expected_bytes: u64,
-        found_bytes: u64,
-    },
+    TrailingBytes { path: PathBuf, expected_bytes: u64, found_bytes: u64 },
 
     #[error(
         "{} contains {images} images but {} contains {labels} labels, expected equal counts",
         .images_path.display(),
         .labels_path.display()
     )]
-    CountMismatch {
-        images_path: PathBuf,
-        images: usize,
-        labels_path: PathBuf,
-        labels: usize,
-    },
+    CountMismatch { images_path: PathBuf, images: usize, labels_path: PathBuf, labels: usize },
 
     #[error(
         "{}: label {label} at index {index} is out of range, expected a value below {classes}",
         .path.display()
     )]
-    LabelOutOfRange {
-        path: PathBuf,
-        index: usize,
-        label: u8,
-        classes: usize,
-    },
+    LabelOutOfRange { path: PathBuf, index: usize, label: u8, classes: usize },
 }
 
 /// Explains the two common causes of a wrong magic number: a gzip file passed to the raw
@@ -177,7 +150,8 @@ impl IdxDataset {
     }
 }
 
-/// How read errors map to [`IdxError`]: decoder errors become `Gzip`, others `Io`.
+/// Encoding of the bytes being parsed, which selects the error variant for read errors:
+/// `Gzip` for decoder errors, `Io` otherwise.
 #[derive(Clone, Copy)]
 enum Encoding {
     Raw,
@@ -217,11 +191,7 @@ pub fn read_labels(path: &Path, n_classes: usize) -> Result<Vec<u8>, IdxError> {
 
 /// Reads an images file and a labels file and checks that they describe the same number of
 /// samples.
-pub fn read_idx_dataset(
-    images_path: &Path,
-    labels_path: &Path,
-    n_classes: usize,
-) -> Result<IdxDataset, IdxError> {
+pub fn read_idx_dataset(images_path: &Path, labels_path: &Path, n_classes: usize) -> Result<IdxDataset, IdxError> {
     let images = read_images(images_path)?;
     let labels = read_labels(labels_path, n_classes)?;
     pair_images_labels(images, images_path, labels, labels_path, n_classes)
@@ -271,7 +241,7 @@ pub fn decode_idx_dataset(
 }
 
 /// Parses an uncompressed IDX images stream. Gzip data is rejected with
-/// [`IdxError::BadMagic`]; use [`decode_images`] or [`read_images`] to accept both.
+/// [`IdxError::BadMagic`], whereas [`decode_images`] and [`read_images`] accept both.
 pub fn parse_images<R: Read>(reader: R, path: &Path) -> Result<IdxImages, IdxError> {
     let (dims, pixels) = read_array(reader, path, IMAGES_MAGIC, &IMAGE_AXES, Encoding::Raw)?;
     Ok(images_from_parts(&dims, pixels))
@@ -286,19 +256,11 @@ pub fn parse_labels<R: Read>(reader: R, path: &Path, n_classes: usize) -> Result
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>, IdxError> {
-    fs::read(path).map_err(|source| IdxError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    fs::read(path).map_err(|source| IdxError::Io { path: path.to_path_buf(), source })
 }
 
 fn images_from_parts(dims: &[u32], pixels: Vec<u8>) -> IdxImages {
-    IdxImages {
-        n_images: dims[0] as usize,
-        n_rows: dims[1] as usize,
-        n_cols: dims[2] as usize,
-        pixels,
-    }
+    IdxImages { n_images: dims[0] as usize, n_rows: dims[1] as usize, n_cols: dims[2] as usize, pixels }
 }
 
 fn pair_images_labels(
@@ -316,21 +278,14 @@ fn pair_images_labels(
             labels: labels.len(),
         });
     }
-    Ok(IdxDataset {
-        images,
-        labels,
-        n_classes,
-    })
+    Ok(IdxDataset { images, labels, n_classes })
 }
 
 fn check_label_range(labels: &[u8], path: &Path, n_classes: usize) -> Result<(), IdxError> {
     match labels.iter().position(|&label| usize::from(label) >= n_classes) {
-        Some(index) => Err(IdxError::LabelOutOfRange {
-            path: path.to_path_buf(),
-            index,
-            label: labels[index],
-            classes: n_classes,
-        }),
+        Some(index) => {
+            Err(IdxError::LabelOutOfRange { path: path.to_path_buf(), index, label: labels[index], classes: n_classes })
+        }
         None => Ok(()),
     }
 }
@@ -346,24 +301,17 @@ fn read_array<R: Read>(
 ) -> Result<(Vec<u32>, Vec<u8>), IdxError> {
     let header_len = 4 + 4 * axis_names.len();
     let mut header = vec![0u8; header_len];
-    let header_read =
-        read_up_to(&mut reader, &mut header).map_err(|e| encoding.read_error(path, e))?;
+    let header_read = read_up_to(&mut reader, &mut header).map_err(|e| encoding.read_error(path, e))?;
 
     if header_read == 0 {
-        return Err(IdxError::Empty {
-            path: path.to_path_buf(),
-        });
+        return Err(IdxError::Empty { path: path.to_path_buf() });
     }
     // The magic number is checked before the header length so that a short file of the wrong
     // kind reports its magic number.
     if header_read >= 4 {
         let found = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
         if found != expected_magic {
-            return Err(IdxError::BadMagic {
-                path: path.to_path_buf(),
-                found,
-                expected: expected_magic,
-            });
+            return Err(IdxError::BadMagic { path: path.to_path_buf(), found, expected: expected_magic });
         }
     }
     if header_read < header_len {
@@ -374,32 +322,19 @@ fn read_array<R: Read>(
         });
     }
 
-    let dims: Vec<u32> = header[4..]
-        .chunks_exact(4)
-        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
+    let dims: Vec<u32> = header[4..].chunks_exact(4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])).collect();
     if let Some(axis) = dims.iter().position(|&d| d == 0) {
-        return Err(IdxError::ZeroDimension {
-            path: path.to_path_buf(),
-            axis,
-            axis_name: axis_names[axis],
-        });
+        return Err(IdxError::ZeroDimension { path: path.to_path_buf(), axis, axis_name: axis_names[axis] });
     }
     let payload_len = dims
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d as usize))
         .filter(|&n| n.checked_add(header_len).is_some())
-        .ok_or_else(|| IdxError::TooLarge {
-            path: path.to_path_buf(),
-            dims: dims.clone(),
-        })?;
+        .ok_or_else(|| IdxError::TooLarge { path: path.to_path_buf(), dims: dims.clone() })?;
     let expected_bytes = (header_len + payload_len) as u64;
 
     let mut payload = Vec::with_capacity(payload_len.min(MAX_INITIAL_RESERVE));
-    (&mut reader)
-        .take(payload_len as u64)
-        .read_to_end(&mut payload)
-        .map_err(|e| encoding.read_error(path, e))?;
+    (&mut reader).take(payload_len as u64).read_to_end(&mut payload).map_err(|e| encoding.read_error(path, e))?;
     if payload.len() < payload_len {
         return Err(IdxError::Truncated {
             path: path.to_path_buf(),

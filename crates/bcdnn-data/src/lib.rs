@@ -1,5 +1,5 @@
-//! Datasets for bcdnn: an IDX parser for the MNIST files, a binary store that holds the
-//! features as a column-major f32 matrix and is opened by memory mapping, and the
+//! Datasets for bcdnn: an IDX parser for the MNIST files, a binary store that contains
+//! the features as a column-major f32 matrix and is opened by memory mapping, and the
 //! [`Dataset`]/[`DatasetView`] types the trainer reads.
 //!
 //! Features are an `n_features x n_samples` column-major f32 matrix (one sample per column),
@@ -22,7 +22,5 @@ pub mod store;
 pub use dataset::{Dataset, DatasetView};
 pub use error::DataError;
 pub use idx::IdxError;
-pub use mnist::{
-    default_cache_dir, default_source_dir, load_mnist, Mnist, MnistOptions, MNIST_CLASSES,
-};
+pub use mnist::{default_cache_dir, default_source_dir, load_mnist, Mnist, MnistOptions, MNIST_CLASSES};
 pub use store::StoreError;

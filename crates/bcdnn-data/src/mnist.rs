@@ -31,21 +31,18 @@ pub struct Mnist {
 pub struct MnistOptions {
     /// Directory with the four MNIST IDX files, gzip-compressed (`*.gz`) or raw.
     pub source_dir: PathBuf,
-    /// Directory for the dataset stores `mnist-train.bcdnn` and `mnist-test.bcdnn`; created if
+    /// Directory for the dataset stores `mnist-train.bcdnn` and `mnist-test.bcdnn`, created if
     /// missing.
     pub cache_dir: PathBuf,
-    /// Memory-map the stores (true) or read them into owned memory (false).
+    /// Memory-map the stores (true) or read them into owned memory (false). If mapping fails,
+    /// the store is read into memory and a warning is logged.
     pub use_mmap: bool,
 }
 
 impl Default for MnistOptions {
     /// Uses [`default_source_dir`], [`default_cache_dir`] and memory mapping.
     fn default() -> Self {
-        MnistOptions {
-            source_dir: default_source_dir(),
-            cache_dir: default_cache_dir(),
-            use_mmap: true,
-        }
+        MnistOptions { source_dir: default_source_dir(), cache_dir: default_cache_dir(), use_mmap: true }
     }
 }
 
@@ -61,12 +58,7 @@ pub fn load_mnist(opts: &MnistOptions) -> Result<Mnist, DataError> {
     Ok(Mnist { train, test })
 }
 
-fn load_split(
-    opts: &MnistOptions,
-    split: &str,
-    images_name: &str,
-    labels_name: &str,
-) -> Result<Dataset, DataError> {
+fn load_split(opts: &MnistOptions, split: &str, images_name: &str, labels_name: &str) -> Result<Dataset, DataError> {
     let images_path = find_source(&opts.source_dir, images_name)?;
     let labels_path = find_source(&opts.source_dir, labels_name)?;
     let images_bytes = read_source(&images_path)?;
@@ -74,32 +66,21 @@ fn load_split(
     let fingerprint = store::source_fingerprint(&[&images_bytes, &labels_bytes]);
 
     let store_path = opts.cache_dir.join(format!("mnist-{split}.bcdnn"));
-    let open_options = OpenOptions {
-        use_mmap: opts.use_mmap,
-        expected_fingerprint: Some(fingerprint),
-    };
+    let open_options = OpenOptions { use_mmap: opts.use_mmap, expected_fingerprint: Some(fingerprint) };
     match store::open_store(&store_path, &open_options) {
         Ok(dataset) => return Ok(dataset),
         Err(DataError::Store(e)) if e.is_not_found() => {
             log::info!("building MNIST {split} store {}", store_path.display());
         }
         Err(DataError::Store(e @ store::StoreError::Stale { .. })) => {
-            log::info!("{e}; rebuilding it");
+            log::info!("rebuilding MNIST {split} store: {e}");
         }
-        Err(e) => log::warn!("{e}; rebuilding it"),
+        Err(e) => log::warn!("rebuilding MNIST {split} store: {e}"),
     }
 
-    fs::create_dir_all(&opts.cache_dir).map_err(|source| DataError::CacheDir {
-        path: opts.cache_dir.clone(),
-        source,
-    })?;
-    let data = idx::decode_idx_dataset(
-        &images_bytes,
-        &images_path,
-        &labels_bytes,
-        &labels_path,
-        MNIST_CLASSES,
-    )?;
+    fs::create_dir_all(&opts.cache_dir)
+        .map_err(|source| DataError::CacheDir { path: opts.cache_dir.clone(), source })?;
+    let data = idx::decode_idx_dataset(&images_bytes, &images_path, &labels_bytes, &labels_path, MNIST_CLASSES)?;
     store::write_store_from_idx(&store_path, &data, fingerprint)?;
     store::open_store(&store_path, &open_options)
 }
@@ -118,23 +99,14 @@ fn find_source(dir: &Path, name: &str) -> Result<PathBuf, DataError> {
 }
 
 fn read_source(path: &Path) -> Result<Vec<u8>, DataError> {
-    fs::read(path).map_err(|source| {
-        IdxError::Io {
-            path: path.to_path_buf(),
-            source,
-        }
-        .into()
-    })
+    fs::read(path).map_err(|source| IdxError::Io { path: path.to_path_buf(), source }.into())
 }
 
 /// Returns the MNIST source directory: `$BCDNN_DATA_DIR` if set and non-empty, else
 /// `./datasets/mnist` if that directory exists, else the `datasets/mnist` directory of the
 /// workspace this crate was compiled in.
 pub fn default_source_dir() -> PathBuf {
-    resolve_source_dir(
-        std::env::var_os("BCDNN_DATA_DIR"),
-        Path::new("datasets/mnist").is_dir(),
-    )
+    resolve_source_dir(std::env::var_os("BCDNN_DATA_DIR"), Path::new("datasets/mnist").is_dir())
 }
 
 /// Returns the directory for dataset stores: `$BCDNN_CACHE_DIR` if set and non-empty, else
@@ -146,14 +118,10 @@ pub fn default_source_dir() -> PathBuf {
 /// share one copy (about 188 MB for the training set). Checkouts with different source files
 /// that share a cache directory rebuild the stores whenever they alternate.
 ///
-/// NOTE: on Windows, where `HOME` is usually unset, this falls back to the workspace target
-/// directory; `%LOCALAPPDATA%` is not consulted.
+/// NOTE: `%LOCALAPPDATA%` is not consulted, so on Windows, where `HOME` is usually unset, this
+/// falls back to the workspace target directory.
 pub fn default_cache_dir() -> PathBuf {
-    resolve_cache_dir(
-        std::env::var_os("BCDNN_CACHE_DIR"),
-        std::env::var_os("XDG_CACHE_HOME"),
-        std::env::var_os("HOME"),
-    )
+    resolve_cache_dir(std::env::var_os("BCDNN_CACHE_DIR"), std::env::var_os("XDG_CACHE_HOME"), std::env::var_os("HOME"))
 }
 
 fn resolve_source_dir(data_dir_var: Option<OsString>, cwd_has_datasets: bool) -> PathBuf {
@@ -174,7 +142,7 @@ fn resolve_cache_dir(
     if let Some(dir) = cache_dir_var.filter(|v| !v.is_empty()) {
         return PathBuf::from(dir);
     }
-    // The XDG Base Directory specification says to ignore a relative XDG_CACHE_HOME.
+    // The XDG Base Directory specification requires a relative XDG_CACHE_HOME to be ignored.
     if let Some(dir) = xdg_cache_home.map(PathBuf::from).filter(|p| p.is_absolute()) {
         return dir.join("bcdnn");
     }
@@ -212,25 +180,20 @@ mod tests {
 
     #[test]
     fn cache_dir_precedence() {
-        let cases: [(Option<&str>, Option<&str>, Option<&str>, PathBuf); 6] = [
+        // (BCDNN_CACHE_DIR, XDG_CACHE_HOME, HOME, expected directory)
+        type Case = (Option<&'static str>, Option<&'static str>, Option<&'static str>, PathBuf);
+        let cases: [Case; 6] = [
             (Some("/c"), Some("/x"), Some("/h"), PathBuf::from("/c")),
             (Some(""), Some("/x"), Some("/h"), PathBuf::from("/x/bcdnn")),
             (None, Some("/x"), Some("/h"), PathBuf::from("/x/bcdnn")),
             (None, Some("relative"), Some("/h"), PathBuf::from("/h/.cache/bcdnn")),
             (None, None, Some("/h"), PathBuf::from("/h/.cache/bcdnn")),
-            (
-                None,
-                None,
-                None,
-                PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/bcdnn-cache")),
-            ),
+            (None, None, None, PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/bcdnn-cache"))),
         ];
         for (cache_var, xdg, home, expected) in cases {
-            let dir = resolve_cache_dir(cache_var.map(OsString::from), xdg.map(OsString::from), home.map(OsString::from));
-            assert_eq!(
-                dir, expected,
-                "BCDNN_CACHE_DIR={cache_var:?} XDG_CACHE_HOME={xdg:?} HOME={home:?}"
-            );
+            let dir =
+                resolve_cache_dir(cache_var.map(OsString::from), xdg.map(OsString::from), home.map(OsString::from));
+            assert_eq!(dir, expected, "BCDNN_CACHE_DIR={cache_var:?} XDG_CACHE_HOME={xdg:?} HOME={home:?}");
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Binary dataset store: a file that holds features as f32 in the exact column-major layout
+//! Binary dataset store: a file that contains the features as f32 in the column-major layout
 //! the trainer uses, so that opening it is a memory map instead of a parse.
 //!
 //! # Format, version 1
@@ -29,11 +29,10 @@
 //!
 //! [`open_store`] checks the header (magic, version, header CRC, dtype, reserved bytes and an
 //! exact layout) and the file length against the header before it maps or reads the payload.
-//! It then computes the payload CRC-32 on every open and checks every label. CRC-32 detects any
-//! corruption confined to 32 consecutive bits, so any single changed byte; it is not a defence
-//! against deliberate tampering. The check reads the whole file, which costs a pass over the
-//! payload at memory bandwidth once the file is in the page cache (crc32fast uses PCLMULQDQ on
-//! x86-64).
+//! It then computes the payload CRC-32 on every open and checks every label. CRC-32 detects
+//! every error burst of at most 32 bits, so every single changed byte, but it is no defence
+//! against deliberate tampering. The check reads the whole file once, at memory bandwidth when
+//! the file is in the page cache (crc32fast uses PCLMULQDQ on x86-64).
 //!
 //! Stores are written to a temporary file in the destination directory, flushed to disk, and
 //! renamed over the destination, so a reader sees either the old file or the complete new one.
@@ -51,7 +50,7 @@ use crate::error::DataError;
 use crate::idx::IdxDataset;
 
 #[cfg(target_endian = "big")]
-compile_error!("bcdnn-data stores f32 little-endian and views it in place; big-endian targets are not supported");
+compile_error!("bcdnn-data supports little-endian targets only, because stores are f32 little-endian viewed in place");
 
 pub const STORE_MAGIC: [u8; 8] = *b"BCDNNDS\0";
 pub const STORE_VERSION: u32 = 1;
@@ -91,58 +90,37 @@ pub enum StoreError {
     BadMagic { path: PathBuf, found: [u8; 8] },
 
     #[error(
-        "dataset store {} has format version {found}, expected {expected}; delete it so that it is rebuilt",
+        "dataset store {} has unsupported format version {found}, expected {expected} (delete the file to rebuild it)",
         .path.display()
     )]
-    UnsupportedVersion {
-        path: PathBuf,
-        found: u32,
-        expected: u32,
-    },
+    UnsupportedVersion { path: PathBuf, found: u32, expected: u32 },
 
     #[error(
-        "dataset store {} header checksum mismatch: header records CRC-32 {expected:#010x}, computed {found:#010x}; the file is corrupted",
+        "dataset store {} is corrupted: header CRC-32 is {found:#010x}, the header records {expected:#010x} (delete the file to rebuild it)",
         .path.display()
     )]
-    HeaderChecksumMismatch {
-        path: PathBuf,
-        expected: u32,
-        found: u32,
-    },
+    HeaderChecksumMismatch { path: PathBuf, expected: u32, found: u32 },
 
     #[error("dataset store {} has an invalid header: {reason}", .path.display())]
     InvalidHeader { path: PathBuf, reason: String },
 
     #[error(
-        "dataset store {} is {found_bytes} bytes but its header records {expected_bytes}; the file is truncated or has trailing bytes",
+        "dataset store {} is {found_bytes} bytes but its header records {expected_bytes}, so it is truncated or has trailing bytes (delete the file to rebuild it)",
         .path.display()
     )]
-    LengthMismatch {
-        path: PathBuf,
-        expected_bytes: u64,
-        found_bytes: u64,
-    },
+    LengthMismatch { path: PathBuf, expected_bytes: u64, found_bytes: u64 },
 
     #[error(
-        "dataset store {} payload checksum mismatch: header records CRC-32 {expected:#010x}, computed {found:#010x}; the file is corrupted",
+        "dataset store {} is corrupted: payload CRC-32 is {found:#010x}, the header records {expected:#010x} (delete the file to rebuild it)",
         .path.display()
     )]
-    ChecksumMismatch {
-        path: PathBuf,
-        expected: u32,
-        found: u32,
-    },
+    ChecksumMismatch { path: PathBuf, expected: u32, found: u32 },
 
     #[error(
         "dataset store {}: label {label} at sample {index} is out of range, expected a value below {classes}",
         .path.display()
     )]
-    LabelOutOfRange {
-        path: PathBuf,
-        index: usize,
-        label: u8,
-        classes: usize,
-    },
+    LabelOutOfRange { path: PathBuf, index: usize, label: u8, classes: usize },
 
     #[error(
         "dataset store {} was built from different source files (source fingerprint mismatch)",
@@ -158,8 +136,8 @@ impl StoreError {
     }
 }
 
-/// Decoded store header. Only [`StoreHeader::decode`] and the writers construct it, so its
-/// fields always describe the format-1 layout.
+/// Decoded store header. [`StoreHeader::decode`] accepts only the format-1 layout, while
+/// [`StoreHeader::encode`] writes the fields as given.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreHeader {
     pub n_features: usize,
@@ -181,9 +159,7 @@ impl StoreHeader {
         source_fingerprint: [u8; 32],
         payload_crc32: u32,
     ) -> Option<StoreHeader> {
-        let features_len = (n_features as u64)
-            .checked_mul(n_samples as u64)?
-            .checked_mul(4)?;
+        let features_len = (n_features as u64).checked_mul(n_samples as u64)?.checked_mul(4)?;
         let labels_offset = FEATURES_OFFSET.checked_add(features_len)?;
         let file_len = labels_offset.checked_add(n_samples as u64)?;
         Some(StoreHeader {
@@ -220,17 +196,11 @@ impl StoreHeader {
     pub fn decode(bytes: &[u8; HEADER_LEN], path: &Path) -> Result<StoreHeader, StoreError> {
         let u32_at = |offset: usize| u32::from_le_bytes(bytes[offset..offset + 4].try_into().unwrap());
         let u64_at = |offset: usize| u64::from_le_bytes(bytes[offset..offset + 8].try_into().unwrap());
-        let invalid = |reason: String| StoreError::InvalidHeader {
-            path: path.to_path_buf(),
-            reason,
-        };
+        let invalid = |reason: String| StoreError::InvalidHeader { path: path.to_path_buf(), reason };
 
         let magic: [u8; 8] = bytes[0..8].try_into().unwrap();
         if magic != STORE_MAGIC {
-            return Err(StoreError::BadMagic {
-                path: path.to_path_buf(),
-                found: magic,
-            });
+            return Err(StoreError::BadMagic { path: path.to_path_buf(), found: magic });
         }
         let version = u32_at(8);
         if version != STORE_VERSION {
@@ -252,17 +222,14 @@ impl StoreHeader {
 
         let dtype = u32_at(12);
         if dtype != DTYPE_F32_LE {
-            return Err(invalid(format!(
-                "dtype tag {dtype}, expected {DTYPE_F32_LE} (f32 little-endian)"
-            )));
+            return Err(invalid(format!("dtype tag {dtype}, expected {DTYPE_F32_LE} (f32 little-endian)")));
         }
         if bytes[RESERVED].iter().any(|&b| b != 0) {
             return Err(invalid("reserved bytes 100..124 are not zero".to_string()));
         }
 
         let to_usize = |name: &str, value: u64| {
-            usize::try_from(value)
-                .map_err(|_| invalid(format!("{name} = {value} does not fit in usize")))
+            usize::try_from(value).map_err(|_| invalid(format!("{name} = {value} does not fit in usize")))
         };
         let n_features = to_usize("n_features", u64_at(16))?;
         let n_samples = to_usize("n_samples", u64_at(24))?;
@@ -276,11 +243,9 @@ impl StoreHeader {
 
         let mut fingerprint = [0u8; 32];
         fingerprint.copy_from_slice(&bytes[64..96]);
-        let expected = StoreHeader::with_layout(n_features, n_samples, n_classes, fingerprint, u32_at(96))
-            .ok_or_else(|| {
-                invalid(format!(
-                    "n_features = {n_features} and n_samples = {n_samples} overflow the file size"
-                ))
+        let expected =
+            StoreHeader::with_layout(n_features, n_samples, n_classes, fingerprint, u32_at(96)).ok_or_else(|| {
+                invalid(format!("n_features = {n_features} and n_samples = {n_samples} overflow the file size"))
             })?;
         let recorded = (u64_at(40), u64_at(48), u64_at(56));
         let layout = (expected.features_offset, expected.labels_offset, expected.file_len);
@@ -297,8 +262,8 @@ impl StoreHeader {
 
 /// Computes the source fingerprint of a store: SHA-256 over a format tag and, for each source
 /// file in order, its length (u64 little-endian) and the SHA-256 of its bytes as stored on disk
-/// (compressed, for gzip files). Any change to the content of a source file changes it;
-/// timestamps do not.
+/// (compressed, for gzip files). Any change to the content of a source file changes the
+/// fingerprint, but a change of timestamps alone does not.
 pub fn source_fingerprint(sources: &[&[u8]]) -> [u8; 32] {
     let mut hasher = Sha256::new();
     hasher.update(b"bcdnn-data source fingerprint v1\0");
@@ -316,46 +281,28 @@ pub fn write_store_from_idx(
     source_fingerprint: [u8; 32],
 ) -> Result<StoreHeader, DataError> {
     let images = data.images();
-    write_store_with(
-        path,
-        images.n_features(),
-        data.labels(),
-        data.n_classes(),
-        source_fingerprint,
-        |out, crc| {
-            let mut converted = vec![0f32; CONVERT_CHUNK];
-            for chunk in images.pixels.chunks(CONVERT_CHUNK) {
-                let converted = &mut converted[..chunk.len()];
-                for (value, &pixel) in converted.iter_mut().zip(chunk) {
-                    *value = f32::from(pixel) / 255.0;
-                }
-                let bytes: &[u8] = bytemuck::cast_slice(converted);
-                crc.update(bytes);
-                out.write_all(bytes)?;
+    write_store_with(path, images.n_features(), data.labels(), data.n_classes(), source_fingerprint, |out, crc| {
+        let mut converted = vec![0f32; CONVERT_CHUNK];
+        for chunk in images.pixels.chunks(CONVERT_CHUNK) {
+            let converted = &mut converted[..chunk.len()];
+            for (value, &pixel) in converted.iter_mut().zip(chunk) {
+                *value = f32::from(pixel) / 255.0;
             }
-            Ok(())
-        },
-    )
+            let bytes: &[u8] = bytemuck::cast_slice(converted);
+            crc.update(bytes);
+            out.write_all(bytes)?;
+        }
+        Ok(())
+    })
 }
 
 /// Writes a store holding the features and labels of `view` unchanged.
-pub fn write_store(
-    path: &Path,
-    view: DatasetView<'_>,
-    source_fingerprint: [u8; 32],
-) -> Result<StoreHeader, DataError> {
-    write_store_with(
-        path,
-        view.n_features(),
-        view.labels(),
-        view.n_classes(),
-        source_fingerprint,
-        |out, crc| {
-            let bytes: &[u8] = bytemuck::cast_slice(view.features());
-            crc.update(bytes);
-            out.write_all(bytes)
-        },
-    )
+pub fn write_store(path: &Path, view: DatasetView<'_>, source_fingerprint: [u8; 32]) -> Result<StoreHeader, DataError> {
+    write_store_with(path, view.n_features(), view.labels(), view.n_classes(), source_fingerprint, |out, crc| {
+        let bytes: &[u8] = bytemuck::cast_slice(view.features());
+        crc.update(bytes);
+        out.write_all(bytes)
+    })
 }
 
 /// Writes header, features (produced by `write_features`) and labels to a temporary file next
@@ -372,14 +319,13 @@ where
     F: FnOnce(&mut BufWriter<File>, &mut crc32fast::Hasher) -> io::Result<()>,
 {
     crate::dataset::validate_class_count(n_classes)?;
-    let io_error = |source: io::Error| StoreError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut header = StoreHeader::with_layout(n_features, labels.len(), n_classes, source_fingerprint, 0)
-        .ok_or_else(|| StoreError::InvalidHeader {
-            path: path.to_path_buf(),
-            reason: format!("{n_features} features x {} samples overflow the file size", labels.len()),
+    let io_error = |source: io::Error| StoreError::Io { path: path.to_path_buf(), source };
+    let mut header =
+        StoreHeader::with_layout(n_features, labels.len(), n_classes, source_fingerprint, 0).ok_or_else(|| {
+            StoreError::InvalidHeader {
+                path: path.to_path_buf(),
+                reason: format!("{n_features} features x {} samples overflow the file size", labels.len()),
+            }
         })?;
 
     let (temp_path, file) = create_temp_file(path).map_err(io_error)?;
@@ -408,7 +354,7 @@ where
     })();
 
     if let Err(source) = result {
-        // The write already failed; a leftover temporary file is only clutter.
+        // The write error is what the caller needs, and a leftover temporary file is only clutter.
         let _ = fs::remove_file(&temp_path);
         return Err(io_error(source).into());
     }
@@ -420,9 +366,8 @@ where
 /// stays within one file system.
 fn create_temp_file(path: &Path) -> io::Result<(PathBuf, File)> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "store path has no file name"))?;
+    let file_name =
+        path.file_name().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "store path has no file name"))?;
     loop {
         let count = COUNTER.fetch_add(1, Ordering::Relaxed);
         let mut temp_name = std::ffi::OsString::from(".");
@@ -466,54 +411,41 @@ pub struct OpenOptions {
 
 /// Reads and validates the header of a store, and checks the file length against it.
 pub fn read_header(path: &Path) -> Result<StoreHeader, StoreError> {
-    let file = File::open(path).map_err(|source| StoreError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let file = File::open(path).map_err(|source| StoreError::Io { path: path.to_path_buf(), source })?;
     read_header_from(&file, path)
 }
 
 /// Opens a store: validates the header, file length and source fingerprint, then maps or
 /// reads the payload, verifies its CRC-32 and checks that every label is below `n_classes`.
 pub fn open_store(path: &Path, options: &OpenOptions) -> Result<Dataset, DataError> {
-    let io_error = |source: io::Error| StoreError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io_error = |source: io::Error| StoreError::Io { path: path.to_path_buf(), source };
     let file = File::open(path).map_err(io_error)?;
     let header = read_header_from(&file, path)?;
     if let Some(expected) = options.expected_fingerprint {
         if header.source_fingerprint != expected {
-            return Err(StoreError::Stale {
-                path: path.to_path_buf(),
-            }
-            .into());
+            return Err(StoreError::Stale { path: path.to_path_buf() }.into());
         }
     }
 
     if options.use_mmap {
         match map_file(&file, &header) {
             Ok(map) => return open_mapped(map, &header, path),
-            Err(e) => log::warn!(
-                "failed to memory-map dataset store {}: {e}; reading it into memory instead",
-                path.display()
-            ),
+            Err(e) => {
+                log::warn!(
+                    "failed to memory-map dataset store {} ({e}), reading it into memory instead",
+                    path.display()
+                )
+            }
         }
     }
     open_read(file, &header, path)
 }
 
 fn read_header_from(mut file: &File, path: &Path) -> Result<StoreHeader, StoreError> {
-    let io_error = |source: io::Error| StoreError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io_error = |source: io::Error| StoreError::Io { path: path.to_path_buf(), source };
     let found_bytes = file.metadata().map_err(io_error)?.len();
     if found_bytes < HEADER_LEN as u64 {
-        return Err(StoreError::TooShort {
-            path: path.to_path_buf(),
-            found_bytes,
-        });
+        return Err(StoreError::TooShort { path: path.to_path_buf(), found_bytes });
     }
     let mut bytes = [0u8; HEADER_LEN];
     file.seek(SeekFrom::Start(0)).map_err(io_error)?;
@@ -538,7 +470,7 @@ fn map_file(file: &File, header: &StoreHeader) -> io::Result<Mmap> {
     let map = unsafe { MmapOptions::new().map(file)? };
     if map.len() as u64 != header.file_len {
         return Err(io::Error::other(format!(
-            "map is {} bytes, expected {}; the file changed while it was opened",
+            "map is {} bytes, expected {} because the file changed while it was opened",
             map.len(),
             header.file_len
         )));
@@ -560,10 +492,7 @@ fn open_mapped(map: Mmap, header: &StoreHeader, path: &Path) -> Result<Dataset, 
 
 /// Reads the payload into a `Vec<f32>` (aligned for f32 by construction) and a `Vec<u8>`.
 fn open_read(mut file: File, header: &StoreHeader, path: &Path) -> Result<Dataset, DataError> {
-    let io_error = |source: io::Error| StoreError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io_error = |source: io::Error| StoreError::Io { path: path.to_path_buf(), source };
     let mut features = vec![0f32; header.n_features * header.n_samples];
     let mut labels = vec![0u8; header.n_samples];
     file.seek(SeekFrom::Start(header.features_offset)).map_err(io_error)?;
@@ -583,8 +512,7 @@ fn open_read(mut file: File, header: &StoreHeader, path: &Path) -> Result<Datase
     }
 
     check_payload_crc(header, &[bytemuck::cast_slice(&features), &labels], path)?;
-    Dataset::from_vecs(features, labels, header.n_features, header.n_classes)
-        .map_err(|e| label_error_in_store(e, path))
+    Dataset::from_vecs(features, labels, header.n_features, header.n_classes).map_err(|e| label_error_in_store(e, path))
 }
 
 fn check_payload_crc(header: &StoreHeader, parts: &[&[u8]], path: &Path) -> Result<(), StoreError> {
@@ -594,11 +522,7 @@ fn check_payload_crc(header: &StoreHeader, parts: &[&[u8]], path: &Path) -> Resu
     }
     let found = crc.finalize();
     if found != header.payload_crc32 {
-        return Err(StoreError::ChecksumMismatch {
-            path: path.to_path_buf(),
-            expected: header.payload_crc32,
-            found,
-        });
+        return Err(StoreError::ChecksumMismatch { path: path.to_path_buf(), expected: header.payload_crc32, found });
     }
     Ok(())
 }
@@ -607,17 +531,9 @@ fn check_payload_crc(header: &StoreHeader, parts: &[&[u8]], path: &Path) -> Resu
 /// layout was validated.
 fn label_error_in_store(error: DataError, path: &Path) -> DataError {
     match error {
-        DataError::LabelOutOfRange {
-            index,
-            label,
-            classes,
-        } => StoreError::LabelOutOfRange {
-            path: path.to_path_buf(),
-            index,
-            label,
-            classes,
+        DataError::LabelOutOfRange { index, label, classes } => {
+            StoreError::LabelOutOfRange { path: path.to_path_buf(), index, label, classes }.into()
         }
-        .into(),
         other => other,
     }
 }

@@ -100,10 +100,7 @@ fn wrong_magic_rejected() {
     let mut bytes = data.images_idx();
     bytes[2] = 0x0d;
     let err = idx::decode_images(&bytes, path).unwrap_err();
-    assert!(
-        matches!(err, IdxError::BadMagic { found: 0x0000_0d03, .. }),
-        "type code 0x0d: {err:?}"
-    );
+    assert!(matches!(err, IdxError::BadMagic { found: 0x0000_0d03, .. }), "type code 0x0d: {err:?}");
     assert!(err.to_string().contains("0x00000d03"), "{err}");
 }
 
@@ -117,11 +114,7 @@ fn truncated_payload_rejected() {
     for (name, bytes) in [("raw", cut.to_vec()), ("gzip", gzip(cut))] {
         let err = idx::decode_images(&bytes, path).unwrap_err();
         match err {
-            IdxError::Truncated {
-                expected_bytes,
-                found_bytes,
-                ..
-            } => {
+            IdxError::Truncated { expected_bytes, found_bytes, .. } => {
                 assert_eq!(expected_bytes, full.len() as u64, "{name}");
                 assert_eq!(found_bytes, cut.len() as u64, "{name}");
             }
@@ -142,17 +135,11 @@ fn truncated_header_rejected() {
 
     // 10 bytes: magic and one and a half dimensions of the 16-byte header.
     let err = idx::decode_images(&full[..10], path).unwrap_err();
-    assert!(
-        matches!(err, IdxError::Truncated { expected_bytes: 16, found_bytes: 10, .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, IdxError::Truncated { expected_bytes: 16, found_bytes: 10, .. }), "{err:?}");
 
     // 2 bytes: not even a magic number.
     let err = idx::decode_images(&full[..2], path).unwrap_err();
-    assert!(
-        matches!(err, IdxError::Truncated { expected_bytes: 16, found_bytes: 2, .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, IdxError::Truncated { expected_bytes: 16, found_bytes: 2, .. }), "{err:?}");
 }
 
 #[test]
@@ -166,11 +153,7 @@ fn trailing_bytes_rejected() {
     for (name, bytes) in [("raw", long.clone()), ("gzip", gzip(&long))] {
         let err = idx::decode_images(&bytes, path).unwrap_err();
         match err {
-            IdxError::TrailingBytes {
-                expected_bytes,
-                found_bytes,
-                ..
-            } => {
+            IdxError::TrailingBytes { expected_bytes, found_bytes, .. } => {
                 assert_eq!(expected_bytes, full.len() as u64, "{name}");
                 assert_eq!(found_bytes, long.len() as u64, "{name}");
             }
@@ -191,10 +174,7 @@ fn zero_dimension_rejected() {
     for (dims, axis) in cases {
         let bytes = idx_bytes(IMAGES_MAGIC, &dims, &[]);
         let err = idx::decode_images(&bytes, path).unwrap_err();
-        assert!(
-            matches!(err, IdxError::ZeroDimension { axis: a, .. } if a == axis),
-            "dims {dims:?}: {err:?}"
-        );
+        assert!(matches!(err, IdxError::ZeroDimension { axis: a, .. } if a == axis), "dims {dims:?}: {err:?}");
     }
 
     let bytes = idx_bytes(LABELS_MAGIC, &[0], &[]);
@@ -234,12 +214,7 @@ fn count_mismatch_rejected() {
 
     let err = idx::read_idx_dataset(&images_path, &labels_path, 10).unwrap_err();
     match &err {
-        IdxError::CountMismatch {
-            images_path: ip,
-            images: 6,
-            labels_path: lp,
-            labels: 5,
-        } => {
+        IdxError::CountMismatch { images_path: ip, images: 6, labels_path: lp, labels: 5 } => {
             assert_eq!(ip, &images_path);
             assert_eq!(lp, &labels_path);
         }

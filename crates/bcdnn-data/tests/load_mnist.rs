@@ -9,11 +9,7 @@ use bcdnn_data::{load_mnist, DataError, IdxError, MnistOptions};
 use common::{write_file, SyntheticIdx};
 
 fn options(source: &Path, cache: &Path, use_mmap: bool) -> MnistOptions {
-    MnistOptions {
-        source_dir: source.to_path_buf(),
-        cache_dir: cache.join("nested").join("cache"),
-        use_mmap,
-    }
+    MnistOptions { source_dir: source.to_path_buf(), cache_dir: cache.join("nested").join("cache"), use_mmap }
 }
 
 #[cfg(unix)]
@@ -90,11 +86,13 @@ fn load_repairs_corrupted_store() {
 
     let store_path = opts.cache_dir.join("mnist-train.bcdnn");
     let mut bytes = fs::read(&store_path).unwrap();
-    let last = bytes.len() - 1;
-    bytes[last] ^= 0xff;
+    // Byte 129 is the second byte of the first feature, so only the payload CRC detects it.
+    bytes[129] ^= 0x01;
     fs::write(&store_path, &bytes).unwrap();
 
     let mnist = load_mnist(&opts).unwrap();
+    let expected: Vec<f32> = train.pixels.iter().map(|&p| f32::from(p) / 255.0).collect();
+    assert_eq!(mnist.train.features(), &expected[..]);
     assert_eq!(mnist.train.labels(), &train.labels[..]);
     assert!(!mnist.train.is_memory_mapped());
 }
@@ -122,8 +120,5 @@ fn load_reports_invalid_source() {
     write_file(source.path(), "train-labels-idx1-ubyte.gz", &common::gzip(&labels));
 
     let err = load_mnist(&options(source.path(), cache.path(), true)).unwrap_err();
-    assert!(
-        matches!(err, DataError::Idx(IdxError::CountMismatch { images: 20, labels: 21, .. })),
-        "{err:?}"
-    );
+    assert!(matches!(err, DataError::Idx(IdxError::CountMismatch { images: 20, labels: 21, .. })), "{err:?}");
 }

@@ -12,7 +12,7 @@ use common::{write_file, SyntheticIdx};
 
 const FINGERPRINT: [u8; 32] = [7; 32];
 
-/// Parses a synthetic pair and writes it as a store; returns the parsed data and store path.
+/// Parses a synthetic pair, writes it as a store and returns the parsed data and store path.
 fn build_store(dir: &Path, seed: u64, n: usize) -> (IdxDataset, PathBuf) {
     let data = SyntheticIdx::new(seed, n, 4, 6);
     let images_path = write_file(dir, "images.idx", &data.images_idx());
@@ -25,10 +25,7 @@ fn build_store(dir: &Path, seed: u64, n: usize) -> (IdxDataset, PathBuf) {
 }
 
 fn open(path: &Path, use_mmap: bool) -> Result<Dataset, DataError> {
-    let options = OpenOptions {
-        use_mmap,
-        expected_fingerprint: None,
-    };
+    let options = OpenOptions { use_mmap, expected_fingerprint: None };
     store::open_store(path, &options)
 }
 
@@ -161,11 +158,7 @@ fn corrupted_payload_byte_rejected() {
     let header = store::read_header(&store_path).unwrap();
 
     // One byte inside the features, one at the last feature byte, and one label.
-    let positions = [
-        HEADER_LEN + 37,
-        header.labels_offset as usize - 1,
-        header.labels_offset as usize + 5,
-    ];
+    let positions = [HEADER_LEN + 37, header.labels_offset as usize - 1, header.labels_offset as usize + 5];
     for position in positions {
         for use_mmap in [true, false] {
             let mut bytes = original.clone();
@@ -206,10 +199,7 @@ fn corrupted_header_rejected() {
     bytes[8] = 2;
     fs::write(&store_path, &bytes).unwrap();
     let err = store_error(open(&store_path, true));
-    assert!(
-        matches!(err, StoreError::UnsupportedVersion { found: 2, expected: 1, .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, StoreError::UnsupportedVersion { found: 2, expected: 1, .. }), "{err:?}");
 }
 
 #[test]
@@ -235,17 +225,11 @@ fn inconsistent_header_rejected() {
 fn stale_fingerprint_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let (_, store_path) = build_store(dir.path(), 38, 20);
-    let options = OpenOptions {
-        use_mmap: true,
-        expected_fingerprint: Some([8; 32]),
-    };
+    let options = OpenOptions { use_mmap: true, expected_fingerprint: Some([8; 32]) };
     let err = store_error(store::open_store(&store_path, &options));
     assert!(matches!(err, StoreError::Stale { .. }), "{err:?}");
 
-    let options = OpenOptions {
-        use_mmap: true,
-        expected_fingerprint: Some(FINGERPRINT),
-    };
+    let options = OpenOptions { use_mmap: true, expected_fingerprint: Some(FINGERPRINT) };
     store::open_store(&store_path, &options).expect("matching fingerprint opens");
 }
 
@@ -269,10 +253,8 @@ fn rewrite_leaves_no_temp_files() {
     assert_eq!(mapped.labels(), &labels_before[..]);
     assert_eq!(store::read_header(&store_path).unwrap().source_fingerprint, [9; 32]);
 
-    let mut names: Vec<String> = fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let mut names: Vec<String> =
+        fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     names.sort();
     assert_eq!(names, ["data.bcdnn", "images.idx", "labels.idx"]);
 }

@@ -25,6 +25,13 @@ fn from_vecs_exposes_data() {
     let view = dataset.view();
     assert_eq!(view.n_samples(), 8);
     assert_eq!(view.features().as_ptr(), dataset.features().as_ptr());
+
+    // Debug output shows dimensions, not the feature values.
+    let debug = format!("{view:?}");
+    assert_eq!(debug, "DatasetView { n_features: 5, n_samples: 8, n_classes: 10 }");
+    let debug = format!("{dataset:?}");
+    assert!(debug.contains("n_samples: 8"), "{debug}");
+    assert!(debug.len() < 120, "{debug}");
 }
 
 #[test]
@@ -115,10 +122,7 @@ fn columns_rejects_bad_range() {
     let view = DatasetView::new(&features, &labels, 2, 10).unwrap();
 
     let err = view.columns(3..6).unwrap_err();
-    assert!(
-        matches!(err, DataError::InvalidSampleRange { start: 3, end: 6, n_samples: 5 }),
-        "{err:?}"
-    );
+    assert!(matches!(err, DataError::InvalidSampleRange { start: 3, end: 6, n_samples: 5 }), "{err:?}");
     #[allow(clippy::reversed_empty_ranges)]
     let err = view.columns(4..2).unwrap_err();
     assert!(matches!(err, DataError::InvalidSampleRange { start: 4, end: 2, .. }), "{err:?}");
