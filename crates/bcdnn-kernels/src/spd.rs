@@ -30,7 +30,6 @@ impl SpdFactor {
     pub fn new(max_dim: usize, par: Par) -> Self {
         let req = StackReq::any_of(&[
             llt::factor::cholesky_in_place_scratch::<f64>(max_dim, par, Default::default()),
-            llt::inverse::inverse_scratch::<f64>(max_dim, par),
         ]);
         Self { l: Mat::zeros(max_dim, max_dim), dim: 0, mem: MemBuffer::new(req) }
     }
@@ -65,25 +64,34 @@ impl SpdFactor {
         self.l.as_ref().submatrix(0, 0, self.dim, self.dim)
     }
 
-    /// Overwrites `rhs` (`dim x k`) with `A^{-1} rhs` by two triangular solves.
-    pub fn solve_in_place(&mut self, rhs: MatMut<'_, f64>, par: Par) {
-        let stack = MemStack::new(&mut self.mem);
-        llt::solve::solve_in_place(self.l.as_ref().submatrix(0, 0, self.dim, self.dim), rhs, par, stack);
+    /// Overwrites the column-major `dim x k` matrix in `rhs` with `A^{-1} rhs`, solving
+    /// `threads` chunks of columns in parallel on the current rayon pool, each sequentially.
+    /// Each column's result does not depend on the chunking.
+    pub fn solve_columns(&self, rhs: &mut [f64], threads: usize) {
+        use rayon::prelude::*;
+        let dim = self.dim;
+        if dim == 0 {
+            return;
+        }
+        assert_eq!(rhs.len() % dim, 0, "right-hand side of length {} is not a whole number of columns of {dim}", rhs.len());
+        let columns = rhs.len() / dim;
+        let per_chunk = columns.div_ceil(threads.max(1)).max(1);
+        let factor = self.factor_ref();
+        rhs.par_chunks_mut(dim * per_chunk).for_each(|chunk| {
+            let view = MatMut::from_column_major_slice_mut(chunk, dim, chunk.len() / dim);
+            llt::solve::solve_in_place(factor, view, Par::Seq, MemStack::new(&mut []));
+        });
     }
 
-    /// Writes `A^{-1}` (both triangles) into `out` (`dim x dim`).
-    pub fn inverse_into(&mut self, mut out: MatMut<'_, f64>, par: Par) {
-        let stack = MemStack::new(&mut self.mem);
-        llt::inverse::inverse(out.rb_mut(), self.l.as_ref().submatrix(0, 0, self.dim, self.dim), par, stack);
-        // The faer routine fills the lower triangle; mirror it.
-        let n = out.nrows();
-        for j in 0..n {
-            for i in 0..j {
-                let value = out[(j, i)];
-                out[(i, j)] = value;
-            }
+    /// Writes `A^{-1}` into the column-major `dim x dim` buffer `out` by solving against the
+    /// identity, in parallel over column chunks.
+    pub fn inverse_into(&self, out: &mut [f64], threads: usize) {
+        let dim = self.dim;
+        let out = &mut out[..dim * dim];
+        out.fill(0.0);
+        for j in 0..dim {
+            out[j * dim + j] = 1.0;
         }
+        self.solve_columns(out, threads);
     }
 }
-
-use faer::reborrow::ReborrowMut;

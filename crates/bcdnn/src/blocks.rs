@@ -10,7 +10,7 @@
 use crate::config::LayerParams;
 use crate::workspace::Workspace;
 use bcdnn_kernels::matrix::{columns_view, slice_view, slice_view_mut};
-use bcdnn_kernels::products::{gram_lower, matmul, matmul_flops, par_for_flops};
+use bcdnn_kernels::products::{gram_lower, matmul, reduce_column_chunks};
 use bcdnn_kernels::spd::NotPositiveDefinite;
 use bcdnn_kernels::tiling::{for_each_tile_mut, sum_partials, Partial, TileGrid};
 use bcdnn_kernels::{ColMatrix, Real};
@@ -93,21 +93,33 @@ pub(crate) fn preactivation<T: Real>(
 
 /// Writes the augmented Gram matrix `G = Vt Vt^T` of `Vt = [V; 1^T]` into `gram` (lower
 /// triangle and last row): `V V^T` in the leading `m x m` block, `(V 1)^T` in row `m` and `n`
-/// at `(m, m)`.
-pub(crate) fn augmented_gram<T: Real>(gram: &mut ColMatrix<T>, v: MatRef<'_, T>, ones: &[T], threads: usize) {
+/// at `(m, m)`. Column chunks run in parallel and are summed in chunk order.
+pub(crate) fn augmented_gram<T: Real>(gram: &mut ColMatrix<T>, v: MatRef<'_, T>, ones: &[T], chunk_scratch: &mut [T], chunks: usize) {
     let (m, n) = (v.nrows(), v.ncols());
     let dim = m + 1;
-    let mut G = faer::MatMut::from_column_major_slice_mut(&mut gram.as_mut_slice()[..dim * dim], dim, dim);
+    let G = faer::MatMut::from_column_major_slice_mut(&mut gram.as_mut_slice()[..dim * dim], dim, dim);
+    reduce_column_chunks(G, n, chunks, chunk_scratch, |columns, mut partial| {
+        let width = columns.len();
+        let v_chunk = v.subcols(columns.start, width);
+        // G_11 = V V^T (lower triangle only)
+        gram_lower(partial.rb_mut().submatrix_mut(0, 0, m, m), v_chunk, Par::Seq);
+        // G_21 = (V 1)^T, G_22 = n
+        matmul(partial.rb_mut().submatrix_mut(m, 0, 1, m).transpose_mut(), false, v_chunk, slice_view(&ones[..width], width), T::one(), Par::Seq);
+        partial[(m, m)] = T::from_f64(width as f64);
+    });
+}
 
-    // G_11 = V V^T (lower triangle only)
-    let par = par_for_flops(matmul_flops(m, n, m) / 2.0, threads);
-    gram_lower(G.rb_mut().submatrix_mut(0, 0, m, m), v, par);
-
-    // G_21 = (V 1)^T, G_22 = n
-    let ones = slice_view(ones, n);
-    let par = par_for_flops(matmul_flops(m, n, 1), threads);
-    matmul(G.rb_mut().submatrix_mut(m, 0, 1, m).transpose_mut(), false, v, ones, T::one(), par);
-    G[(m, m)] = T::from_f64(n as f64);
+/// Writes `C = U Vt^T = [U V^T, U 1]` into the leading `d x (m + 1)` block of `cross`.
+fn augmented_cross<T: Real>(cross: &mut ColMatrix<T>, u: MatRef<'_, T>, v: MatRef<'_, T>, ones: &[T], chunk_scratch: &mut [T], chunks: usize) {
+    let (d, m, n) = (u.nrows(), v.nrows(), v.ncols());
+    let C = faer::MatMut::from_column_major_slice_mut(&mut cross.as_mut_slice()[..d * (m + 1)], d, m + 1);
+    reduce_column_chunks(C, n, chunks, chunk_scratch, |columns, mut partial| {
+        let width = columns.len();
+        let u_chunk = u.subcols(columns.start, width);
+        let v_chunk = v.subcols(columns.start, width);
+        matmul(partial.rb_mut().submatrix_mut(0, 0, d, m), false, u_chunk, v_chunk.transpose(), T::one(), Par::Seq);
+        matmul(partial.rb_mut().submatrix_mut(0, m, d, 1), false, u_chunk, slice_view(&ones[..width], width), T::one(), Par::Seq);
+    });
 }
 
 use faer::reborrow::ReborrowMut;
@@ -116,7 +128,7 @@ use faer::reborrow::ReborrowMut;
 /// `G = Vt Vt^T` and `C = U_l Vt^T`, solves `(alpha I + rho G) Wt^T = (alpha Wt^old + rho C)^T`
 /// by Cholesky in `f64`.
 ///
-/// `gram_ready` says that `ws.input_gram` already holds `G` (the layer-1 Gram matrix of the
+/// `use_input_gram` says that `ws.input_gram` already holds `G` (the layer-1 Gram matrix of the
 /// fixed input, computed once per run). Returns `||Wt - Wt^old||^2`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn weights<T: Real>(
@@ -129,23 +141,20 @@ pub(crate) fn weights<T: Real>(
     ws: &mut Workspace<T>,
     threads: usize,
 ) -> Result<f64, NotPositiveDefinite> {
-    let (m, n) = (prev.nrows(), prev.ncols());
+    let m = prev.nrows();
     let d = u.rows();
     let dim = m + 1;
 
     // G = Vt Vt^T (lower triangle), unless it is the cached Gram matrix of X
     if !use_input_gram {
-        augmented_gram(&mut ws.gram, prev, &ws.ones, threads);
+        augmented_gram(&mut ws.gram, prev, &ws.ones, &mut ws.chunk_scratch, threads);
     }
     let gram = if use_input_gram { &ws.input_gram } else { &ws.gram };
     let G = faer::MatRef::from_column_major_slice(&gram.as_slice()[..dim * dim], dim, dim);
 
     // C = U Vt^T = [U V^T, U 1]
-    let mut C = faer::MatMut::from_column_major_slice_mut(&mut ws.cross.as_mut_slice()[..d * dim], d, dim);
-    let par = par_for_flops(matmul_flops(d, n, m), threads);
-    matmul(C.rb_mut().submatrix_mut(0, 0, d, m), false, u.view(), prev.transpose(), T::one(), par);
-    let par = par_for_flops(matmul_flops(d, n, 1), threads);
-    matmul(C.rb_mut().submatrix_mut(0, m, d, 1), false, u.view(), slice_view(&ws.ones, n), T::one(), par);
+    augmented_cross(&mut ws.cross, u.view(), prev, &ws.ones, &mut ws.chunk_scratch, threads);
+    let C = faer::MatRef::from_column_major_slice(&ws.cross.as_slice()[..d * dim], d, dim);
 
     // H = alpha I + rho G, lower triangle, in f64
     let (rho, alpha) = (params.rho, params.alpha);
@@ -158,30 +167,32 @@ pub(crate) fn weights<T: Real>(
             H[(j, j)] += alpha;
         }
     }
-    let small_par = par_for_flops((dim as f64).powi(3) / 3.0, threads);
-    ws.spd.factor(small_par)?;
+    ws.spd.factor(Par::Seq)?;
 
-    // R = (alpha Wt^old + rho C)^T, (m + 1) x d
-    let mut R = ws.rhs.as_mut().submatrix_mut(0, 0, dim, d);
+    // R = (alpha Wt^old + rho C)^T, (m + 1) x d, column r holds row r of Wt
+    let R = &mut ws.rhs[..dim * d];
+    let W_old = weights.view();
     for r in 0..d {
+        let column = &mut R[r * dim..(r + 1) * dim];
         for j in 0..m {
-            R[(j, r)] = alpha * weights.view()[(r, j)].to_f64() + rho * C[(r, j)].to_f64();
+            column[j] = alpha * W_old[(r, j)].to_f64() + rho * C[(r, j)].to_f64();
         }
-        R[(m, r)] = alpha * bias[r].to_f64() + rho * C[(r, m)].to_f64();
+        column[m] = alpha * bias[r].to_f64() + rho * C[(r, m)].to_f64();
     }
 
     // Wt^T = H^{-1} R
-    ws.spd.solve_in_place(R.rb_mut(), par_for_flops(2.0 * (dim as f64).powi(2) * d as f64, threads));
+    ws.spd.solve_columns(R, threads);
 
     let mut step = 0.0;
     let mut W = weights.view_mut();
     for r in 0..d {
+        let column = &R[r * dim..(r + 1) * dim];
         for j in 0..m {
-            let new = T::from_f64(R[(j, r)]);
+            let new = T::from_f64(column[j]);
             step += (new - W[(r, j)]).to_f64().powi(2);
             W[(r, j)] = new;
         }
-        let new = T::from_f64(R[(m, r)]);
+        let new = T::from_f64(column[m]);
         step += (new - bias[r]).to_f64().powi(2);
         bias[r] = new;
     }
@@ -226,8 +237,9 @@ pub(crate) fn hidden_activation<T: Real>(
     }
 }
 
-/// Factorises `c I + rho M` (from the lower triangle of `M`) and writes its inverse, rounded
-/// to `T`, into the leading `dim x dim` block of `ws.factor`, scaled by `scale`.
+/// Factorises `c I + rho M` (from the lower triangle of `M`, stored in `ws.factor`) and
+/// overwrites the leading `dim x dim` block of `ws.factor` with `scale (c I + rho M)^{-1}`,
+/// rounded to `T`.
 fn small_inverse<T: Real>(ws: &mut Workspace<T>, dim: usize, c: f64, rho: f64, scale: f64, threads: usize) -> Result<(), NotPositiveDefinite> {
     {
         let M = faer::MatRef::from_column_major_slice(&ws.factor.as_slice()[..dim * dim], dim, dim);
@@ -239,16 +251,10 @@ fn small_inverse<T: Real>(ws: &mut Workspace<T>, dim: usize, c: f64, rho: f64, s
             A[(j, j)] += c;
         }
     }
-    let par = par_for_flops((dim as f64).powi(3), threads);
-    ws.spd.factor(par)?;
-    let inverse = ws.inverse.as_mut().submatrix_mut(0, 0, dim, dim);
-    ws.spd.inverse_into(inverse, par);
-    let inverse = ws.inverse.as_ref().submatrix(0, 0, dim, dim);
-    let mut out = faer::MatMut::from_column_major_slice_mut(&mut ws.factor.as_mut_slice()[..dim * dim], dim, dim);
-    for j in 0..dim {
-        for i in 0..dim {
-            out[(i, j)] = T::from_f64(scale * inverse[(i, j)]);
-        }
+    ws.spd.factor(Par::Seq)?;
+    ws.spd.inverse_into(&mut ws.inverse, threads);
+    for (out, &x) in ws.factor.as_mut_slice()[..dim * dim].iter_mut().zip(&ws.inverse[..dim * dim]) {
+        *out = T::from_f64(scale * x);
     }
     Ok(())
 }
@@ -272,7 +278,7 @@ fn hidden_activation_direct<T: Real>(
     // A^{-1} = (gamma I + rho W^T W)^{-1}, with W^T W formed in `factor` first
     {
         let WtW = faer::MatMut::from_column_major_slice_mut(&mut ws.factor.as_mut_slice()[..d * d], d, d);
-        gram_lower(WtW, w_next.view().transpose(), par_for_flops(matmul_flops(d, dn, d) / 2.0, threads));
+        gram_lower(WtW, w_next.view().transpose(), Par::Seq);
     }
     small_inverse(ws, d, gamma, rho, 1.0, threads)?;
 
@@ -333,7 +339,7 @@ fn hidden_activation_woodbury<T: Real>(
     // F = rho M^{-1} with M = gamma I + rho W W^T
     {
         let WWt = faer::MatMut::from_column_major_slice_mut(&mut ws.factor.as_mut_slice()[..dn * dn], dn, dn);
-        gram_lower(WWt, W, par_for_flops(matmul_flops(dn, d, dn) / 2.0, threads));
+        gram_lower(WWt, W, Par::Seq);
     }
     small_inverse(ws, dn, gamma, rho, rho, threads)?;
     let F = faer::MatRef::from_column_major_slice(&ws.factor.as_slice()[..dn * dn], dn, dn);
@@ -341,7 +347,7 @@ fn hidden_activation_woodbury<T: Real>(
     // E = (rho / gamma) M^{-1} W = F W / gamma
     {
         let E = faer::MatMut::from_column_major_slice_mut(&mut ws.woodbury_e.as_mut_slice()[..dn * d], dn, d);
-        matmul(E, false, F, W, T::from_f64(1.0 / gamma), par_for_flops(matmul_flops(dn, dn, d), threads));
+        matmul(E, false, F, W, T::from_f64(1.0 / gamma), Par::Seq);
     }
     let E = faer::MatRef::from_column_major_slice(&ws.woodbury_e.as_slice()[..dn * d], dn, d);
 

@@ -416,5 +416,5 @@ fn initialise_state_and_input_gram<T: Real>(
             });
         }
         let x = columns_view(input, config.widths[0], 0..n);
-        blocks::augmented_gram(&mut ws.input_gram, x, &ws.ones, threads);
+        blocks::augmented_gram(&mut ws.input_gram, x, &ws.ones, &mut ws.chunk_scratch, threads);
 }

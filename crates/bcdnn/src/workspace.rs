@@ -4,7 +4,8 @@ use crate::network::forward_scratch_len;
 use bcdnn_kernels::spd::SpdFactor;
 use bcdnn_kernels::tiling::{Partial, ThreadScratch};
 use bcdnn_kernels::{ColMatrix, Real};
-use faer::{Mat, Par};
+use bcdnn_kernels::products::column_chunks_scratch_len;
+use faer::Par;
 
 /// Scratch of the block updates. Sizes are the maxima over layers, so one workspace serves
 /// every layer and no iteration allocates.
@@ -23,10 +24,12 @@ pub(crate) struct Workspace<T> {
     pub input_gram: ColMatrix<T>,
     /// Cholesky factorisations of the small systems.
     pub spd: SpdFactor,
-    /// `f64` right-hand sides and solutions of the weight update, `(m + 1) x d`.
-    pub rhs: Mat<f64>,
-    /// `f64` inverse of the activation-update system.
-    pub inverse: Mat<f64>,
+    /// Per-chunk partial products of the Gram and cross products (one block per thread).
+    pub chunk_scratch: Vec<T>,
+    /// `f64` right-hand sides and solutions of the weight update, column-major `(m + 1) x d`.
+    pub rhs: Vec<f64>,
+    /// `f64` inverse of the activation-update system, column-major.
+    pub inverse: Vec<f64>,
     /// Precomputed factor of the activation update: `A^{-1}` (direct form) or
     /// `rho (c I + rho W W^T)^{-1}` (Woodbury form).
     pub factor: ColMatrix<T>,
@@ -42,7 +45,6 @@ impl<T: Real> Workspace<T> {
         let max_output = widths[1..].iter().copied().max().unwrap_or(0);
         let max_width = widths.iter().copied().max().unwrap_or(0);
         let tiles = samples.div_ceil(tile_width);
-        let par = if threads > 1 { Par::rayon(threads) } else { Par::Seq };
         let slot_len = (3 * max_width * tile_width).max(forward_scratch_len(widths, tile_width));
         let d0 = widths[0];
         Self {
@@ -52,9 +54,10 @@ impl<T: Real> Workspace<T> {
             gram: ColMatrix::zeros(max_input + 1, max_input + 1),
             cross: ColMatrix::zeros(max_output, max_input + 1),
             input_gram: ColMatrix::zeros(d0 + 1, d0 + 1),
-            spd: SpdFactor::new((max_input + 1).max(max_width), par),
-            rhs: Mat::zeros(max_input + 1, max_output),
-            inverse: Mat::zeros(max_width, max_width),
+            spd: SpdFactor::new((max_input + 1).max(max_width), Par::Seq),
+            chunk_scratch: vec![T::zero(); column_chunks_scratch_len(max_input + 1, (max_input + 1).max(max_output), threads.max(1))],
+            rhs: vec![0.0; (max_input + 1) * max_output],
+            inverse: vec![0.0; max_width * max_width],
             factor: ColMatrix::zeros(max_width, max_width),
             woodbury_e: ColMatrix::zeros(max_width, max_width),
             shift: vec![T::zero(); max_width],
@@ -70,7 +73,8 @@ impl<T: Real> Workspace<T> {
             + self.gram.size_bytes()
             + self.cross.size_bytes()
             + self.input_gram.size_bytes()
-            + (self.rhs.nrows() * self.rhs.ncols() + self.inverse.nrows() * self.inverse.ncols()) * 8
+            + self.chunk_scratch.len() * t
+            + (self.rhs.len() + self.inverse.len()) * 8
             + self.factor.size_bytes()
             + self.woodbury_e.size_bytes()
             + self.shift.len() * t
