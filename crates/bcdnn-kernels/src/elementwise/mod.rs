@@ -9,6 +9,10 @@
 //! broadcast over columns without being materialised.
 
 pub mod scalar;
+pub mod simd;
+
+#[cfg(test)]
+mod tests;
 
 /// Partial sums returned by a pre-activation (`U`) update of one column.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -47,10 +51,12 @@ impl OutputVSums {
     }
 }
 
-/// Elementwise kernels for one scalar type. The default methods are the scalar reference;
-/// `f32` overrides the hot ones with SIMD versions dispatched at run time.
+/// Elementwise kernels for one scalar type. `f64` runs the scalar references in [`scalar`];
+/// `f32` runs the SIMD versions in [`simd`], dispatched to the instruction set detected at run
+/// time.
 ///
-/// Slices passed together must have equal lengths (checked by `debug_assert!`).
+/// Slices passed together must have equal lengths (checked by `debug_assert!` in the scalar
+/// versions and by `assert!` in the SIMD versions).
 pub trait Elementwise: Sized + Copy {
     /// `dst = max(src, 0)`.
     fn relu(dst: &mut [Self], src: &[Self]);
@@ -151,5 +157,45 @@ macro_rules! scalar_elementwise_impl {
     };
 }
 
-scalar_elementwise_impl!(f32);
 scalar_elementwise_impl!(f64);
+
+impl Elementwise for f32 {
+    fn relu(dst: &mut [Self], src: &[Self]) {
+        simd::relu(dst, src)
+    }
+    fn add_bias_relu(x: &mut [Self], bias: &[Self]) {
+        simd::add_bias_relu(x, bias)
+    }
+    fn add_bias(x: &mut [Self], bias: &[Self]) {
+        simd::add_bias(x, bias)
+    }
+    fn output_v_step(v: &mut [Self], u: &[Self], label: usize, gamma: Self, alpha: Self) -> OutputVSums {
+        simd::output_v_step(v, u, label, gamma, alpha)
+    }
+    fn output_u_step(u: &mut [Self], p: &[Self], bias: &[Self], v: &[Self], gamma: Self, rho: Self) -> USums {
+        simd::output_u_step(u, p, bias, v, gamma, rho)
+    }
+    fn hidden_u_step_relu(
+        u: &mut [Self],
+        p: &[Self],
+        bias: &[Self],
+        a: &[Self],
+        rho: Self,
+        alpha: Self,
+        gamma: Self,
+    ) -> USums {
+        simd::hidden_u_step_relu(u, p, bias, a, rho, alpha, gamma)
+    }
+    fn scaled_relu(dst: &mut [Self], u: &[Self], scale: Self) {
+        simd::scaled_relu(dst, u, scale)
+    }
+    fn add_scaled_relu_shift(acc: &mut [Self], u: &[Self], scale: Self, shift: &[Self]) {
+        simd::add_scaled_relu_shift(acc, u, scale, shift)
+    }
+    fn assign_with_step(v: &mut [Self], x: &[Self]) -> f64 {
+        simd::assign_with_step(v, x)
+    }
+    fn combine_with_step(v: &mut [Self], x: &[Self], y: &[Self], beta: Self) -> f64 {
+        simd::combine_with_step(v, x, y, beta)
+    }
+}

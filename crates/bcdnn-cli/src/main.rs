@@ -1,0 +1,77 @@
+//! `bcdnn`: train fully connected networks on MNIST by three-splitting block coordinate
+//! descent from the command line.
+//!
+//! Exit status: 0 on success, 1 on an error, 2 on invalid arguments (from clap), 130 when
+//! SIGINT or SIGTERM stopped a training run.
+
+mod args;
+mod info;
+mod interrupt;
+mod progress;
+mod record;
+mod system;
+mod train;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::args::{Cli, Command};
+use crate::system::SystemInfo;
+use crate::train::Outcome;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let quiet = matches!(&cli.command, Command::Train(args) if args.quiet);
+    init_logger(quiet);
+
+    let system = SystemInfo::detect();
+    let result = match cli.command {
+        Command::Train(args) => {
+            let command_line: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
+            train::run_train(&args.resolve(), &command_line, &system).map(|outcome| match outcome {
+                Outcome::Completed => ExitCode::SUCCESS,
+                Outcome::Interrupted => ExitCode::from(interrupt::INTERRUPTED_EXIT_CODE),
+            })
+        }
+        Command::Info => {
+            info::print_info(&system);
+            Ok(ExitCode::SUCCESS)
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {}", error_chain(&error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs to stderr at info level (warn with `--quiet`) unless `RUST_LOG` sets a filter.
+fn init_logger(quiet: bool) {
+    let default_filter = if quiet { "warn" } else { "info" };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_filter))
+        .format_timestamp(None)
+        .init();
+}
+
+/// Joins an error and its causes with ": ", skipping a cause whose text the previous message
+/// already contains (several library errors print their source inline and also return it from
+/// `Error::source`).
+pub(crate) fn error_chain(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    let mut previous = String::new();
+    for cause in error.chain() {
+        let message = cause.to_string();
+        if !previous.is_empty() && previous.contains(&message) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&message);
+        previous = message;
+    }
+    text
+}

@@ -1,0 +1,235 @@
+//! The JSON-lines run record written by `bcdnn train --record FILE`.
+//!
+//! A record has one `"kind": "run"` line describing the run, one `"kind": "iteration"` line
+//! per completed iteration and one `"kind": "summary"` line. Lines are appended and flushed
+//! to a temporary file next to FILE as they are produced, so an interrupted run leaves its
+//! lines readable there. The temporary file is renamed onto FILE when the run ends.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use bcdnn::{Config, ObjectiveTerms};
+use serde::Serialize;
+
+use crate::system::{SystemInfo, Timestamp};
+
+/// Version of the record layout; increase it when a field changes meaning or is removed.
+pub const RECORD_FORMAT_VERSION: u32 = 1;
+
+/// Appends JSON lines to a temporary file and moves it onto the final path on
+/// [`RecordWriter::finish`].
+///
+/// Dropping the writer without `finish` removes the temporary file if nothing was written to
+/// it and keeps it otherwise, so that the lines of an aborted run stay readable.
+pub struct RecordWriter {
+    final_path: PathBuf,
+    temp_path: PathBuf,
+    file: Option<File>,
+    overwrite: bool,
+    lines: usize,
+}
+
+impl RecordWriter {
+    /// Checks that `path` can be written and creates the temporary file beside it.
+    ///
+    /// Fails if `path` exists and `overwrite` is false, if `path` is a directory, or if its
+    /// directory is missing or not writable.
+    pub fn create(path: &Path, overwrite: bool) -> Result<Self> {
+        if path.is_dir() {
+            bail!(
+                "record path {} is a directory; give a file path such as {}",
+                path.display(),
+                path.join("run.jsonl").display()
+            );
+        }
+        if path.exists() && !overwrite {
+            bail!(
+                "record file {} already exists; pass --overwrite to replace it or choose another --record path",
+                path.display()
+            );
+        }
+        let Some(file_name) = path.file_name() else {
+            bail!("record path {} has no file name; give a file path such as run.jsonl", path.display());
+        };
+        let directory = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        if !directory.is_dir() {
+            bail!(
+                "directory {} of record file {} does not exist; create it or choose another --record path",
+                directory.display(),
+                path.display()
+            );
+        }
+
+        let mut temp_name = file_name.to_os_string();
+        temp_name.push(format!(".{}.tmp", std::process::id()));
+        let temp_path = directory.join(temp_name);
+        let file = OpenOptions::new().write(true).create_new(true).open(&temp_path).with_context(|| {
+            format!("failed to create temporary record file {} for {}", temp_path.display(), path.display())
+        })?;
+        Ok(RecordWriter { final_path: path.to_path_buf(), temp_path, file: Some(file), overwrite, lines: 0 })
+    }
+
+    /// Path of the temporary file that holds the lines until [`RecordWriter::finish`].
+    pub fn temp_path(&self) -> &Path {
+        &self.temp_path
+    }
+
+    /// Appends `value` as one JSON line and hands it to the operating system at once.
+    pub fn write<T: Serialize>(&mut self, value: &T) -> Result<()> {
+        let mut line = serde_json::to_string(value).context("failed to serialise a record line")?;
+        line.push('\n');
+        let file = self.file.as_mut().expect("the record file is open until finish");
+        file.write_all(line.as_bytes())
+            .and_then(|()| file.flush())
+            .with_context(|| format!("failed to write record file {}", self.temp_path.display()))?;
+        self.lines += 1;
+        Ok(())
+    }
+
+    /// Syncs the temporary file and moves it onto the final path; returns the final path.
+    ///
+    /// Without `overwrite`, the move fails rather than replace a file that appeared at the
+    /// final path during the run, and the lines stay in the temporary file.
+    pub fn finish(mut self) -> Result<PathBuf> {
+        let file = self.file.take().expect("the record file is open until finish");
+        file.sync_all().with_context(|| format!("failed to sync record file {}", self.temp_path.display()))?;
+        drop(file);
+        self.persist()?;
+        Ok(self.final_path.clone())
+    }
+
+    fn persist(&self) -> Result<()> {
+        let moved = if self.overwrite { fs::rename(&self.temp_path, &self.final_path) } else { self.move_no_clobber() };
+        moved.with_context(|| {
+            format!(
+                "failed to move the record to {}; its lines are in {}",
+                self.final_path.display(),
+                self.temp_path.display()
+            )
+        })
+    }
+
+    /// Moves the temporary file onto the final path unless that path exists. A hard link
+    /// fails atomically on an existing target; where the file system has no hard links, the
+    /// check and the rename are two steps.
+    fn move_no_clobber(&self) -> io::Result<()> {
+        match fs::hard_link(&self.temp_path, &self.final_path) {
+            Ok(()) => fs::remove_file(&self.temp_path),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "another process created the file during the run; pass --overwrite to replace it",
+            )),
+            Err(_) if self.final_path.exists() => {
+                Err(io::Error::new(io::ErrorKind::AlreadyExists, "another process created the file during the run"))
+            }
+            Err(_) => fs::rename(&self.temp_path, &self.final_path),
+        }
+    }
+}
+
+impl Drop for RecordWriter {
+    fn drop(&mut self) {
+        if self.file.is_some() && self.lines == 0 {
+            // Nothing worth keeping: the run failed before its first line.
+            let _ = fs::remove_file(&self.temp_path);
+        }
+    }
+}
+
+/// The first line: everything needed to repeat the run and to compare its timings.
+#[derive(Serialize)]
+pub struct RunRecord<'a> {
+    pub kind: &'static str,
+    pub format_version: u32,
+    pub bcdnn_version: &'static str,
+    pub start_time: Timestamp,
+    /// The program's arguments, the program name included.
+    pub command_line: &'a [String],
+    pub preset: &'static str,
+    /// Widths `d_0..d_N`, per-layer gamma, rho and alpha, seed, requested threads (0: one per
+    /// core), tile width and initialisation.
+    pub config: &'a Config,
+    pub epochs: usize,
+    pub eval_every: usize,
+    /// Worker threads the trainer runs.
+    pub threads: usize,
+    pub train_samples: usize,
+    pub test_samples: usize,
+    pub data_dir: &'a Path,
+    pub cache_dir: &'a Path,
+    pub memory_mapped: bool,
+    /// Bytes of the trainer's state (`U`, `V`, weights) and workspace.
+    pub state_bytes: usize,
+    pub workspace_bytes: usize,
+    pub system: &'a SystemInfo,
+}
+
+/// One iteration. Values that were not computed in this iteration are `None` (JSON null).
+#[derive(Clone, Debug, Serialize)]
+pub struct IterationRecord {
+    pub kind: &'static str,
+    pub iteration: usize,
+    /// `Lbar` at the iterate after this iteration. The next step computes it on the way; the
+    /// last iteration's value is evaluated explicitly. Null if the next step failed.
+    pub objective: Option<f64>,
+    pub objective_terms: Option<ObjectiveTerms>,
+    /// `1/2 ||f(X) - Y||^2` of the plain forward pass, summed over the training samples.
+    pub squared_loss: Option<f64>,
+    /// The same sum over the test samples.
+    pub test_squared_loss: Option<f64>,
+    pub train_accuracy: Option<f64>,
+    pub test_accuracy: Option<f64>,
+    /// Wall time of the block updates.
+    pub update_seconds: f64,
+    /// Wall time of the accuracy evaluations and, in the last iteration, of the explicit
+    /// objective evaluation.
+    pub eval_seconds: f64,
+    pub seconds_w: f64,
+    pub seconds_u: f64,
+    pub seconds_v: f64,
+    /// `||P^k - P^{k-1}||^2` summed over the blocks of each kind.
+    pub step_w: f64,
+    pub step_u: f64,
+    pub step_v: f64,
+    /// Wall time since the first iteration started, at the end of this iteration.
+    pub elapsed_seconds: f64,
+}
+
+/// How a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Completed,
+    /// Stopped early by SIGINT or SIGTERM after a complete iteration.
+    Interrupted,
+    Failed,
+}
+
+/// The last line.
+#[derive(Clone, Debug, Serialize)]
+pub struct SummaryRecord {
+    pub kind: &'static str,
+    pub status: RunStatus,
+    /// The error chain of a failed run.
+    pub error: Option<String>,
+    pub iterations: usize,
+    /// `Lbar` at the initial iterate, before the first step.
+    pub initial_objective: Option<f64>,
+    pub final_objective: Option<f64>,
+    pub final_train_accuracy: Option<f64>,
+    pub final_test_accuracy: Option<f64>,
+    pub best_test_accuracy: Option<f64>,
+    pub best_test_iteration: Option<usize>,
+    pub mean_update_seconds: Option<f64>,
+    pub total_update_seconds: f64,
+    pub total_eval_seconds: f64,
+    /// Wall time of loading the data and setting up the trainer.
+    pub setup_seconds: f64,
+    /// Wall time of the whole command.
+    pub total_seconds: f64,
+}

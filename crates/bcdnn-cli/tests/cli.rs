@@ -1,0 +1,367 @@
+//! End-to-end tests of the `bcdnn` binary: argument errors, and short real training runs on
+//! the MNIST files in `datasets/mnist` with their JSON-lines record.
+//!
+//! The converted MNIST stores go to one cache directory under Cargo's `target/tmp`, so the
+//! conversion runs once per build directory rather than once per test.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde_json::Value;
+
+fn bcdnn() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_bcdnn"))
+}
+
+/// Creates an empty directory under the system temp directory, unique per test and process.
+fn temp_dir(name: &str) -> PathBuf {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let unique = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("bcdnn-cli-{name}-{}-{unique}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).expect("create test temp dir");
+    dir
+}
+
+fn cache_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("bcdnn-cli-mnist-cache")
+}
+
+/// `bcdnn train` on 500 training and 200 test samples with the shared cache directory.
+fn small_train() -> Command {
+    let mut command = bcdnn();
+    command.args(["train", "--train-limit", "500", "--test-limit", "200", "--hidden", "64", "--cache-dir"]);
+    command.arg(cache_dir());
+    command
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn read_record(path: &Path) -> Vec<Value> {
+    let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("read record {}: {e}", path.display()));
+    text.lines()
+        .enumerate()
+        .map(|(index, line)| {
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("record line {} is not JSON ({e}): {line}", index + 1))
+        })
+        .collect()
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> =
+        fs::read_dir(dir).unwrap().map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn help_lists_commands_and_options() {
+    let output = bcdnn().arg("--help").output().unwrap();
+    assert!(output.status.success(), "bcdnn --help failed: {}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.contains("train"), "--help lacks the train command:\n{text}");
+    assert!(text.contains("info"), "--help lacks the info command:\n{text}");
+
+    let output = bcdnn().args(["train", "--help"]).output().unwrap();
+    assert!(output.status.success(), "bcdnn train --help failed: {}", stderr(&output));
+    let text = stdout(&output);
+    for option in [
+        "--hidden",
+        "--epochs",
+        "--gamma",
+        "--rho",
+        "--alpha",
+        "--seed",
+        "--threads",
+        "--train-limit",
+        "--test-limit",
+        "--record",
+        "--overwrite",
+        "--preset",
+        "paper-3layer",
+        "paper-deep",
+        "--eval-every",
+        "--tile-width",
+        "--data-dir",
+        "--cache-dir",
+        "--no-mmap",
+        "--quiet",
+    ] {
+        assert!(text.contains(option), "train --help lacks {option}:\n{text}");
+    }
+}
+
+#[test]
+fn info_prints_machine_and_dirs() {
+    let output = bcdnn().arg("info").output().unwrap();
+    assert!(output.status.success(), "bcdnn info failed: {}", stderr(&output));
+    let text = stdout(&output);
+    for key in ["bcdnn ", "cpu:", "logical cores:", "simd level:", "data directory:", "cache directory:"] {
+        assert!(text.contains(key), "info output lacks {key:?}:\n{text}");
+    }
+}
+
+#[test]
+fn bad_options_rejected() {
+    // (arguments after `train`, expected part of the message, expected exit code). Usage
+    // errors found by the argument parser exit with 2, errors found later with 1.
+    let cases: &[(&[&str], &str, i32)] = &[
+        (&["--hidden", "0,5"], "width 0 at position 1 of --hidden is invalid; widths must be positive integers", 2),
+        (&["--hidden", "64,abc"], "'abc' at position 2 of --hidden is not a width", 2),
+        (&["--hidden", "600x0"], "repeat count 0 in '600x0' at position 1 of --hidden is invalid", 2),
+        (&["--gamma", "0"], "gamma of layer 1 is 0; it must be a finite number greater than 0", 1),
+        (&["--gamma", "NaN"], "gamma of layer 1 is NaN; it must be a finite number greater than 0", 1),
+        (&["--rho", "-1"], "rho of layer 1 is -1; it must be a finite number greater than 0", 1),
+        (&["--alpha", "inf"], "alpha of layer 1 is inf; it must be a finite number greater than 0", 1),
+        (&["--gamma", "abc"], "invalid value 'abc' for '--gamma <X>'", 2),
+        (&["--preset", "nope"], "invalid value 'nope' for '--preset <NAME>'", 2),
+        (&["--epochs", "0"], "0 is invalid here; give a positive integer", 2),
+        (&["--eval-every", "0"], "0 is invalid here; give a positive integer", 2),
+        (&["--train-limit", "0"], "0 is invalid here; give a positive integer", 2),
+        (&["--tile-width", "0"], "tile width is 0", 1),
+        (&["--overwrite"], "--record <FILE>", 2),
+        (
+            &["--data-dir", "/nonexistent/bcdnn-mnist"],
+            "MNIST data directory /nonexistent/bcdnn-mnist does not exist",
+            1,
+        ),
+    ];
+    for (args, expected, code) in cases {
+        let output = bcdnn().arg("train").args(*args).output().unwrap();
+        let message = stderr(&output);
+        assert_eq!(
+            output.status.code(),
+            Some(*code),
+            "train {args:?}: exit status {:?}, stderr:\n{message}",
+            output.status
+        );
+        assert!(message.contains(expected), "train {args:?}: stderr lacks {expected:?}:\n{message}");
+        assert!(!message.contains("panicked"), "train {args:?} panicked:\n{message}");
+    }
+}
+
+#[test]
+fn unknown_preset_lists_presets() {
+    let output = bcdnn().args(["train", "--preset", "nope"]).output().unwrap();
+    let message = stderr(&output);
+    assert!(message.contains("quick"), "{message}");
+    assert!(message.contains("paper-3layer"), "{message}");
+    assert!(message.contains("paper-deep"), "{message}");
+}
+
+#[test]
+fn record_in_missing_directory_rejected() {
+    let dir = temp_dir("missing-dir");
+    let path = dir.join("missing").join("run.jsonl");
+    let output = bcdnn().arg("train").arg("--record").arg(&path).output().unwrap();
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "stderr:\n{message}");
+    let expected =
+        format!("directory {} of record file {} does not exist", dir.join("missing").display(), path.display());
+    assert!(message.contains(&expected), "stderr lacks {expected:?}:\n{message}");
+    assert!(!path.exists());
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn record_directory_path_rejected() {
+    let dir = temp_dir("dir-path");
+    let output = bcdnn().arg("train").arg("--record").arg(&dir).output().unwrap();
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "stderr:\n{message}");
+    assert!(message.contains("is a directory"), "{message}");
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn existing_record_kept_without_overwrite() {
+    let dir = temp_dir("existing");
+    let path = dir.join("run.jsonl");
+    fs::write(&path, "user data\n").unwrap();
+    let output = bcdnn().arg("train").arg("--record").arg(&path).output().unwrap();
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "stderr:\n{message}");
+    let expected = format!("record file {} already exists; pass --overwrite", path.display());
+    assert!(message.contains(&expected), "stderr lacks {expected:?}:\n{message}");
+    assert_eq!(fs::read_to_string(&path).unwrap(), "user data\n", "the existing file was modified");
+    assert_eq!(files_in(&dir), vec!["run.jsonl".to_string()], "a temporary file was left behind");
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn small_run_writes_record() {
+    let dir = temp_dir("small-run");
+    let path = dir.join("run.jsonl");
+    let output = small_train().args(["--epochs", "2", "--seed", "3", "--record"]).arg(&path).output().unwrap();
+    assert!(output.status.success(), "training failed:\n{}", stderr(&output));
+    assert!(stdout(&output).contains("final accuracy: test"), "summary missing:\n{}", stdout(&output));
+    assert_eq!(files_in(&dir), vec!["run.jsonl".to_string()], "the temporary record file was left behind");
+
+    let lines = read_record(&path);
+    assert_eq!(lines.len(), 4, "expected run, 2 iterations and summary: {lines:#?}");
+
+    let run = &lines[0];
+    assert_eq!(run["kind"], "run");
+    assert_eq!(run["format_version"], 1);
+    assert_eq!(run["bcdnn_version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(run["config"]["widths"], serde_json::json!([784, 64, 10]));
+    let layers = run["config"]["layers"].as_array().expect("config.layers is an array");
+    assert_eq!(layers.len(), 2);
+    for layer in layers {
+        for key in ["gamma", "rho", "alpha"] {
+            assert!(layer[key].is_f64(), "layer lacks {key}: {layer}");
+        }
+    }
+    assert_eq!(run["config"]["seed"], 3);
+    assert!(run["config"]["tile_width"].as_u64().is_some_and(|w| w > 0), "{run}");
+    assert!(run["threads"].as_u64().is_some_and(|t| t > 0), "{run}");
+    assert_eq!(run["train_samples"], 500);
+    assert_eq!(run["test_samples"], 200);
+    assert!(run["system"]["logical_cores"].as_u64().is_some_and(|c| c > 0), "{run}");
+    for key in ["cpu_model", "simd_level"] {
+        assert!(run["system"].get(key).is_some(), "system lacks {key}: {run}");
+    }
+    assert!(run["start_time"]["rfc3339"].as_str().is_some_and(|t| t.ends_with('Z')), "{run}");
+    let command_line = run["command_line"].as_array().expect("command_line is an array");
+    assert!(command_line.iter().any(|a| a == "--train-limit"), "{run}");
+
+    let iterations = &lines[1..3];
+    for (index, record) in iterations.iter().enumerate() {
+        assert_eq!(record["kind"], "iteration");
+        assert_eq!(record["iteration"], index + 1);
+        for key in [
+            "objective",
+            "squared_loss",
+            "test_squared_loss",
+            "train_accuracy",
+            "test_accuracy",
+            "update_seconds",
+            "eval_seconds",
+            "seconds_w",
+            "seconds_u",
+            "seconds_v",
+            "step_w",
+            "step_u",
+            "step_v",
+        ] {
+            assert!(record[key].is_number(), "iteration {} field {key} is not a number: {record}", index + 1);
+        }
+        for key in ["loss", "activation_coupling", "preactivation_coupling"] {
+            assert!(record["objective_terms"][key].is_number(), "objective_terms lacks {key}: {record}");
+        }
+        let terms = &record["objective_terms"];
+        let sum = terms["loss"].as_f64().unwrap()
+            + terms["activation_coupling"].as_f64().unwrap()
+            + terms["preactivation_coupling"].as_f64().unwrap();
+        let objective = record["objective"].as_f64().unwrap();
+        assert!((sum - objective).abs() <= 1e-9 * objective.abs(), "objective {objective} != sum of terms {sum}");
+        let accuracy = record["test_accuracy"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&accuracy), "test accuracy {accuracy}");
+    }
+
+    // BCD never increases the objective; the tolerance covers f32 rounding.
+    let summary = &lines[3];
+    let initial = summary["initial_objective"].as_f64().expect("initial objective");
+    let first = iterations[0]["objective"].as_f64().unwrap();
+    let second = iterations[1]["objective"].as_f64().unwrap();
+    assert!(first <= initial * (1.0 + 1e-6), "objective rose from {initial} to {first} in iteration 1");
+    assert!(second <= first * (1.0 + 1e-6), "objective rose from {first} to {second} in iteration 2");
+
+    assert_eq!(summary["kind"], "summary");
+    assert_eq!(summary["status"], "completed");
+    assert_eq!(summary["iterations"], 2);
+    assert_eq!(summary["final_objective"], iterations[1]["objective"]);
+    assert_eq!(summary["final_test_accuracy"], iterations[1]["test_accuracy"]);
+    assert!(summary["best_test_iteration"].as_u64().is_some_and(|i| (1..=2).contains(&i)), "{summary}");
+    assert!(summary["mean_update_seconds"].is_number(), "{summary}");
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn eval_every_leaves_nulls() {
+    let dir = temp_dir("eval-every");
+    let path = dir.join("run.jsonl");
+    let output =
+        small_train().args(["--epochs", "3", "--eval-every", "2", "--quiet", "--record"]).arg(&path).output().unwrap();
+    assert!(output.status.success(), "training failed:\n{}", stderr(&output));
+    assert!(!stderr(&output).contains("iteration 1/3"), "--quiet printed progress:\n{}", stderr(&output));
+
+    let lines = read_record(&path);
+    assert_eq!(lines.len(), 5, "{lines:#?}");
+    // Iteration 2 is a multiple of 2 and iteration 3 is the last, so only 1 skips evaluation.
+    let evaluated: Vec<bool> = lines[1..4].iter().map(|r| !r["test_accuracy"].is_null()).collect();
+    assert_eq!(evaluated, vec![false, true, true]);
+    assert!(lines[1]["train_accuracy"].is_null());
+    assert!(lines[1]["squared_loss"].is_null());
+    for record in &lines[1..4] {
+        assert!(record["objective"].is_number(), "every iteration has its objective: {record}");
+    }
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn overwrite_replaces_record() {
+    let dir = temp_dir("overwrite");
+    let path = dir.join("run.jsonl");
+    fs::write(&path, "old\n").unwrap();
+    let output = small_train().args(["--epochs", "1", "--overwrite", "--record"]).arg(&path).output().unwrap();
+    assert!(output.status.success(), "training failed:\n{}", stderr(&output));
+    let lines = read_record(&path);
+    assert_eq!(lines.first().map(|l| l["kind"].clone()), Some(Value::from("run")));
+    assert_eq!(lines.last().map(|l| l["status"].clone()), Some(Value::from("completed")));
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[cfg(unix)]
+#[test]
+fn interrupt_finishes_record() {
+    use std::time::{Duration, Instant};
+
+    let dir = temp_dir("interrupt");
+    let path = dir.join("run.jsonl");
+    let child = small_train()
+        .args(["--epochs", "100000", "--eval-every", "1000", "--quiet", "--record"])
+        .arg(&path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // Wait until a few iteration lines are in the temporary record file.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let lines: usize = fs::read_dir(&dir)
+            .unwrap()
+            .map(|entry| fs::read_to_string(entry.unwrap().path()).unwrap_or_default().lines().count())
+            .sum();
+        if lines >= 4 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no iteration lines after 120 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success(), "kill -INT failed");
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(130), "stderr:\n{}", stderr(&output));
+    assert!(stdout(&output).contains("interrupted after"), "{}", stdout(&output));
+
+    let lines = read_record(&path);
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["status"], "interrupted");
+    let iterations = summary["iterations"].as_u64().unwrap() as usize;
+    assert_eq!(lines.len(), iterations + 2, "one line per completed iteration plus run and summary");
+    let last = &lines[iterations];
+    assert!(last["objective"].is_number(), "{last}");
+    assert!(last["test_accuracy"].is_number(), "the interrupted iteration is evaluated: {last}");
+    assert_eq!(files_in(&dir), vec!["run.jsonl".to_string()]);
+    fs::remove_dir_all(&dir).unwrap();
+}
