@@ -53,7 +53,7 @@ impl OutputVSums {
 
 /// Elementwise kernels for one scalar type. `f64` runs the scalar references in [`scalar`];
 /// `f32` runs the SIMD versions in [`simd`], dispatched to the instruction set detected at run
-/// time.
+/// time, except on columns shorter than [`simd::MIN_SIMD_LEN`].
 ///
 /// Slices passed together must have equal lengths (checked by `debug_assert!` in the scalar
 /// versions and by `assert!` in the SIMD versions).

@@ -497,6 +497,25 @@ fn f32_trait_dispatches_to_simd() {
 }
 
 #[test]
+fn short_column_runs_scalar() {
+    let mut rng = StdRng::seed_from_u64(13);
+    let len = simd::MIN_SIMD_LEN - 1;
+    let v_old: Vec<f32> = (0..len).map(|_| random_value(&mut rng)).collect();
+    let u: Vec<f32> = (0..len).map(|_| random_value(&mut rng)).collect();
+
+    let mut through_simd = v_old.clone();
+    let simd_sums = simd::output_v_step(&mut through_simd, &u, 3, 0.7, 0.2);
+    let mut through_scalar = v_old.clone();
+    let scalar_sums = scalar::output_v_step(&mut through_scalar, &u, 3, 0.7, 0.2);
+
+    assert_eq!(
+        through_simd, through_scalar,
+        "output_v_step on {len} entries: outputs differ from the scalar reference"
+    );
+    assert_eq!(simd_sums, scalar_sums, "output_v_step on {len} entries: sums differ from the scalar reference");
+}
+
+#[test]
 #[cfg(target_arch = "x86_64")]
 fn simd_level_names_best_level() {
     let expected = if pulp::x86::V4::try_new().is_some() {
