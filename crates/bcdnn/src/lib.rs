@@ -29,6 +29,7 @@
 
 mod blocks;
 pub mod config;
+pub mod floor;
 pub mod network;
 pub mod objective;
 pub mod trainer;
