@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use bcdnn_kernels::tiling::DEFAULT_TILE_WIDTH;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
@@ -17,15 +18,21 @@ pub struct Cli {
     pub command: Command,
 }
 
+// One value per process, so the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Train a network on MNIST and report the objective and accuracy per iteration.
     Train(TrainArgs),
+    /// Measure the update time per iteration against the GEMM floor, thread scaling and peak
+    /// memory, on MNIST.
+    Bench(crate::bench::BenchArgs),
     /// Print the version, CPU, SIMD level and the MNIST data and cache directories.
     Info,
 }
 
-/// Options of `bcdnn train`. Options without a default take their value from `--preset`.
+/// Options of `bcdnn train`. Options marked `[default: from --preset]` take their value from
+/// the preset unless given.
 #[derive(Args, Debug)]
 pub struct TrainArgs {
     /// Starting configuration; every option given explicitly overrides the preset's value.
@@ -65,8 +72,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub threads: usize,
 
-    /// Train on the first N samples of the MNIST training set (60000 samples)
-    /// [default: from --preset]
+    /// Train on the first N samples of the MNIST training set [default: all 60000]
     #[arg(long, value_name = "N", value_parser = parse_positive)]
     pub train_limit: Option<usize>,
 
@@ -78,9 +84,9 @@ pub struct TrainArgs {
     #[arg(long, value_name = "K", default_value_t = 1, value_parser = parse_positive)]
     pub eval_every: usize,
 
-    /// Sample columns per tile of the parallel loops [default: 256, the library's default]
-    #[arg(long, value_name = "N")]
-    pub tile_width: Option<usize>,
+    /// Sample columns per tile of the parallel loops
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_TILE_WIDTH)]
+    pub tile_width: usize,
 
     /// Directory with the four MNIST IDX files (gzip-compressed or raw) [default:
     /// $BCDNN_DATA_DIR, else ./datasets/mnist, else the datasets/mnist directory of the
@@ -111,23 +117,22 @@ pub struct TrainArgs {
     pub quiet: bool,
 }
 
-/// Named starting configurations of `bcdnn train`.
+/// Named starting configurations of `bcdnn train`. Every preset trains on the whole training
+/// set unless `--train-limit` is given.
 ///
 /// The `paper-*` presets use the network shapes, parameters and iteration counts of the
 /// MNIST experiments in Zeng, Lau, Lin, Yao, "Global Convergence of Block Coordinate Descent
-/// in Deep Learning" (ICML 2019), with the whole training set.
+/// in Deep Learning" (ICML 2019).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Preset {
-    /// 784-1000-10 on the first 10000 training samples, alpha = 5, gamma = rho = 1, 20
-    /// iterations: a few minutes on two cores
+    /// 784-2000-10, gamma = rho = alpha = 1, 10 iterations: one wide hidden layer, the
+    /// shortest of the presets
     #[value(name = "quick")]
     Quick,
-    /// 784-1500-1500-1500-10, alpha = 5, gamma = rho = 1, 50 iterations, all 60000 training
-    /// samples
+    /// 784-1500-1500-1500-10, alpha = 5, gamma = rho = 1, 50 iterations
     #[value(name = "paper-3layer")]
     Paper3Layer,
-    /// 784-600x10-10 (ten hidden layers of 600), gamma = rho = alpha = 1, 300 iterations, all
-    /// 60000 training samples
+    /// 784-600x10-10 (ten hidden layers of 600), gamma = rho = alpha = 1, 300 iterations
     #[value(name = "paper-deep")]
     PaperDeep,
 }
@@ -140,8 +145,6 @@ pub struct PresetValues {
     pub gamma: f64,
     pub rho: f64,
     pub alpha: f64,
-    /// `None` trains on the whole training set.
-    pub train_limit: Option<usize>,
 }
 
 impl Preset {
@@ -156,20 +159,9 @@ impl Preset {
 
     pub fn values(self) -> PresetValues {
         match self {
-            Preset::Quick => PresetValues {
-                hidden: vec![1000],
-                epochs: 20,
-                gamma: 1.0,
-                rho: 1.0,
-                alpha: 5.0,
-                train_limit: Some(10_000),
-            },
-            Preset::Paper3Layer => {
-                PresetValues { hidden: vec![1500; 3], epochs: 50, gamma: 1.0, rho: 1.0, alpha: 5.0, train_limit: None }
-            }
-            Preset::PaperDeep => {
-                PresetValues { hidden: vec![600; 10], epochs: 300, gamma: 1.0, rho: 1.0, alpha: 1.0, train_limit: None }
-            }
+            Preset::Quick => PresetValues { hidden: vec![2000], epochs: 10, gamma: 1.0, rho: 1.0, alpha: 1.0 },
+            Preset::Paper3Layer => PresetValues { hidden: vec![1500; 3], epochs: 50, gamma: 1.0, rho: 1.0, alpha: 5.0 },
+            Preset::PaperDeep => PresetValues { hidden: vec![600; 10], epochs: 300, gamma: 1.0, rho: 1.0, alpha: 1.0 },
         }
     }
 }
@@ -256,7 +248,7 @@ pub struct TrainSetup {
     pub alpha: f64,
     pub seed: u64,
     pub threads: usize,
-    pub tile_width: Option<usize>,
+    pub tile_width: usize,
     pub train_limit: Option<usize>,
     pub test_limit: Option<usize>,
     pub eval_every: usize,
@@ -282,7 +274,7 @@ impl TrainArgs {
             seed: self.seed,
             threads: self.threads,
             tile_width: self.tile_width,
-            train_limit: self.train_limit.or(preset.train_limit),
+            train_limit: self.train_limit,
             test_limit: self.test_limit,
             eval_every: self.eval_every,
             data_dir: self.data_dir,
@@ -351,8 +343,9 @@ mod tests {
     }
 
     #[test]
-    fn paper_presets_use_all_samples() {
-        assert_eq!(Preset::Paper3Layer.values().train_limit, None);
+    fn paper_presets_match_their_help() {
+        assert_eq!(Preset::Paper3Layer.values().hidden, vec![1500; 3]);
+        assert_eq!(Preset::Paper3Layer.values().alpha, 5.0);
         assert_eq!(Preset::PaperDeep.values().hidden, vec![600; 10]);
         assert_eq!(Preset::PaperDeep.values().epochs, 300);
     }

@@ -5,6 +5,7 @@
 //! SIGINT or SIGTERM stopped a training run.
 
 mod args;
+mod bench;
 mod info;
 mod interrupt;
 mod progress;
@@ -34,6 +35,7 @@ fn main() -> ExitCode {
                 Outcome::Interrupted => ExitCode::from(interrupt::INTERRUPTED_EXIT_CODE),
             })
         }
+        Command::Bench(args) => bench::run_bench(&args, &system).map(|()| ExitCode::SUCCESS),
         Command::Info => {
             info::print_info(&system);
             Ok(ExitCode::SUCCESS)

@@ -13,8 +13,9 @@ pub struct SystemInfo {
     /// Logical cores available to this process (`std::thread::available_parallelism`, which
     /// honours CPU affinity and cgroup quotas on Linux).
     pub logical_cores: usize,
-    /// The SIMD instruction set the elementwise kernels dispatch to; `None` when unknown.
-    pub simd_level: Option<String>,
+    /// The SIMD instruction set the `f32` elementwise kernels dispatch to, such as
+    /// `"x86-v3 (AVX2+FMA)"`.
+    pub simd_level: &'static str,
     pub os: &'static str,
     pub arch: &'static str,
 }
@@ -24,15 +25,15 @@ impl SystemInfo {
         SystemInfo {
             cpu_model: cpu_model(),
             logical_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            simd_level: simd_level(),
+            simd_level: bcdnn_kernels::elementwise::simd::simd_level(),
             os: std::env::consts::OS,
             arch: std::env::consts::ARCH,
         }
     }
 
-    /// Returns the SIMD level for display, or a note that it is unknown.
+    /// Returns the SIMD level for display.
     pub fn simd_level_text(&self) -> &str {
-        self.simd_level.as_deref().unwrap_or("unknown (bcdnn-kernels does not report it)")
+        self.simd_level
     }
 }
 
@@ -42,13 +43,6 @@ fn cpu_model() -> Option<String> {
         let (key, value) = line.split_once(':')?;
         (key.trim() == "model name").then(|| value.trim().to_string())
     })
-}
-
-/// The only place that queries the kernels for their SIMD level.
-// TODO: return `Some(bcdnn_kernels::elementwise::simd_level().to_string())` once bcdnn-kernels
-// exports that function; until then the record stores null.
-fn simd_level() -> Option<String> {
-    None
 }
 
 /// A point in time as UTC RFC 3339 text and as seconds since the Unix epoch.

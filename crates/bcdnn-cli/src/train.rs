@@ -52,14 +52,8 @@ pub fn run_train(setup: &TrainSetup, command_line: &[String], system: &SystemInf
 
     let mut trainer = Trainer::<f32>::new(config, train_view).context("failed to set up the trainer")?;
     let (state_bytes, workspace_bytes) = trainer.memory_bytes();
-    progress.note(&describe_run(
-        setup,
-        trainer.config(),
-        &trainer,
-        train_view,
-        test_view,
-        state_bytes + workspace_bytes,
-    ));
+    let memory_bytes = state_bytes + workspace_bytes;
+    progress.note(&describe_run(setup, &trainer, train_view.n_samples(), test_view.n_samples(), memory_bytes));
 
     if let Some(writer) = record.as_mut() {
         writer.write(&RunRecord {
@@ -91,14 +85,16 @@ pub fn run_train(setup: &TrainSetup, command_line: &[String], system: &SystemInf
     let result = run_iterations(&mut trainer, data, setup, record.as_mut(), &progress, &mut tracker);
     progress.finish();
 
-    // A failed step leaves the previous iteration waiting for its objective, which is now
-    // unknown: write it with a null objective.
-    if let (Some(pending), Some(writer)) = (tracker.pending.take(), record.as_mut()) {
-        writer.write(&pending)?;
-    }
-
     let summary = tracker.summary(&result, setup_seconds, started.elapsed().as_secs_f64());
-    let record_path = finish_record(record, &summary)?;
+    let record_path = match (finish_record(record, tracker.pending.take(), &summary), &result) {
+        (Ok(path), _) => path,
+        (Err(error), Ok(_)) => return Err(error),
+        (Err(error), Err(_)) => {
+            // The training error is the one to report; this one only explains the record.
+            log::warn!("failed to finish the record: {}", crate::error_chain(&error));
+            None
+        }
+    };
     match result {
         Ok(outcome) => {
             print_summary(&summary, setup.epochs, record_path.as_deref());
@@ -115,15 +111,13 @@ pub fn run_train(setup: &TrainSetup, command_line: &[String], system: &SystemInf
 
 /// Builds and validates the library configuration; invalid values get the library's message.
 fn build_config(setup: &TrainSetup) -> Result<Config> {
-    let mut builder = bcdnn::Config::builder(MNIST_FEATURES, &setup.hidden, MNIST_CLASSES)
+    let builder = bcdnn::Config::builder(MNIST_FEATURES, &setup.hidden, MNIST_CLASSES)
         .gamma(setup.gamma)
         .rho(setup.rho)
         .alpha(setup.alpha)
         .seed(setup.seed)
-        .threads(setup.threads);
-    if let Some(tile_width) = setup.tile_width {
-        builder = builder.tile_width(tile_width);
-    }
+        .threads(setup.threads)
+        .tile_width(setup.tile_width);
     builder.build().context("invalid training configuration")
 }
 
@@ -208,25 +202,31 @@ fn gib(bytes: u64) -> f64 {
     bytes as f64 / (1u64 << 30) as f64
 }
 
+/// Formats widths as `784-600x10-10`, with runs of equal widths in the `--hidden` notation.
 fn format_widths(widths: &[usize]) -> String {
-    widths.iter().map(|w| w.to_string()).collect::<Vec<_>>().join("-")
+    let mut parts: Vec<String> = Vec::new();
+    let mut index = 0;
+    while index < widths.len() {
+        let width = widths[index];
+        let run = widths[index..].iter().take_while(|&&w| w == width).count();
+        parts.push(if run > 1 { format!("{width}x{run}") } else { width.to_string() });
+        index += run;
+    }
+    parts.join("-")
 }
 
 fn describe_run(
     setup: &TrainSetup,
-    config: &Config,
     trainer: &Trainer<'_, f32>,
-    train: DatasetView<'_>,
-    test: DatasetView<'_>,
+    train_samples: usize,
+    test_samples: usize,
     memory_bytes: usize,
 ) -> String {
     format!(
-        "training {} (preset {}) on {} samples, testing on {}: gamma {}, rho {}, alpha {}, seed {}, {} iterations, \
-         {} threads, {:.2} GiB of state and workspace",
-        format_widths(&config.widths),
+        "training {} (preset {}) on {train_samples} samples, testing on {test_samples}: gamma {}, rho {}, alpha {}, seed {}, \
+         {} iterations, {} threads, {:.2} GiB of state and workspace",
+        format_widths(&trainer.config().widths),
         setup.preset.name(),
-        train.n_samples(),
-        test.n_samples(),
         setup.gamma,
         setup.rho,
         setup.alpha,
@@ -411,9 +411,20 @@ fn format_iteration(
     line
 }
 
-/// Writes the summary line and moves the record onto its final path; returns that path.
-fn finish_record(record: Option<RecordWriter>, summary: &SummaryRecord) -> Result<Option<PathBuf>> {
+/// Writes the iteration record still waiting for its objective, the summary line, and moves
+/// the record onto its final path; returns that path.
+///
+/// A record is still waiting only when the step after it failed, so its objective is unknown
+/// and stays null.
+fn finish_record(
+    record: Option<RecordWriter>,
+    pending: Option<IterationRecord>,
+    summary: &SummaryRecord,
+) -> Result<Option<PathBuf>> {
     let Some(mut writer) = record else { return Ok(None) };
+    if let Some(pending) = pending {
+        writer.write(&pending)?;
+    }
     writer.write(summary)?;
     Ok(Some(writer.finish()?))
 }
@@ -450,5 +461,17 @@ fn print_summary(summary: &SummaryRecord, epochs: usize, record_path: Option<&Pa
     }
     if let Some(path) = record_path {
         println!("record: {}", path.display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn widths_group_equal_runs() {
+        assert_eq!(format_widths(&[784, 600, 600, 600, 10]), "784-600x3-10");
+        assert_eq!(format_widths(&[784, 1500, 10]), "784-1500-10");
+        assert_eq!(format_widths(&[784, 100, 200, 200, 10]), "784-100-200x2-10");
     }
 }
