@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import torch
 
@@ -46,7 +47,7 @@ def format_differences(differences: dict[str, float]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", default=bcd_torch.DEFAULT_DATA_DIR, type=bcd_torch.Path,
+    parser.add_argument("--data-dir", default=bcd_torch.DEFAULT_DATA_DIR, type=Path,
                         help="folder with the gzip IDX MNIST files (default: %(default)s)")
     parser.add_argument("--train-limit", type=bcd_torch.positive_int, default=2000,
                         help="number of training samples (default: %(default)s)")
@@ -54,10 +55,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated hidden layer widths (default: 100,100)")
     parser.add_argument("--iterations", type=bcd_torch.positive_int, default=10,
                         help="number of BCD iterations (default: %(default)s)")
-    parser.add_argument("--gamma", type=float, default=1.0)
-    parser.add_argument("--rho", type=float, default=1.0)
-    parser.add_argument("--alpha", type=float, default=5.0)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--gamma", type=float, default=1.0,
+                        help="weight of the V_i = relu(U_i) penalty (default: %(default)s)")
+    parser.add_argument("--rho", type=float, default=1.0,
+                        help="weight of the U_i = W_i V_{i-1} + b_i penalty (default: %(default)s)")
+    parser.add_argument("--alpha", type=float, default=5.0,
+                        help="proximal weight of the V_N, U_i and (W_i, b_i) updates (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the weight initialisation (default: %(default)s)")
     parser.add_argument("--tolerance", type=float, default=1e-3,
                         help="maximum relative difference between the float32 variants (default: %(default)s)")
     args = parser.parse_args(argv)
