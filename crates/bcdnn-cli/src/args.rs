@@ -27,6 +27,9 @@ pub enum Command {
     /// Measure the update time per iteration against the GEMM floor, thread scaling and peak
     /// memory, on MNIST.
     Bench(crate::bench::BenchArgs),
+    /// Draw accuracy, objective and step-length curves of one or more run records into an SVG
+    /// or PNG figure.
+    Plot(crate::plot::PlotArgs),
     /// Print the version, CPU, SIMD level and the MNIST data and cache directories.
     Info,
 }

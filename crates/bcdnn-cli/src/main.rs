@@ -8,6 +8,7 @@ mod args;
 mod bench;
 mod info;
 mod interrupt;
+mod plot;
 mod progress;
 mod record;
 mod system;
@@ -36,6 +37,7 @@ fn main() -> ExitCode {
             })
         }
         Command::Bench(args) => bench::run_bench(&args, &system).map(|()| ExitCode::SUCCESS),
+        Command::Plot(args) => plot::run_plot(&args).map(|()| ExitCode::SUCCESS),
         Command::Info => {
             info::print_info(&system);
             Ok(ExitCode::SUCCESS)

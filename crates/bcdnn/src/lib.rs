@@ -32,10 +32,12 @@ pub mod config;
 pub mod floor;
 pub mod network;
 pub mod objective;
+pub mod sgd;
 pub mod trainer;
 mod workspace;
 
 pub use config::{Config, ConfigBuilder, ConfigError, LayerParams};
 pub use network::{Evaluation, Network};
 pub use objective::ObjectiveTerms;
+pub use sgd::{SgdConfig, SgdConfigError, SgdEpochReport, SgdError, SgdTrainer};
 pub use trainer::{Block, StepReport, TrainError, Trainer};
