@@ -56,6 +56,10 @@ pub struct BenchArgs {
     /// Also write the results as one JSON object to FILE
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+
+    /// Replace the --json file if it already exists
+    #[arg(long, requires = "json")]
+    pub overwrite: bool,
 }
 
 /// Measurements at one thread count.
@@ -128,6 +132,29 @@ pub fn run_bench(args: &BenchArgs, system: &SystemInfo) -> Result<()> {
         None => preset.hidden.clone(),
     };
     anyhow::ensure!(args.iterations > 0, "--iterations is 0; time at least one iteration");
+    anyhow::ensure!(args.floor_repeats > 0, "--floor-repeats is 0; time each product at least once");
+    if let Some(&bad) = args.threads.iter().flatten().find(|&&t| t == 0) {
+        anyhow::bail!("thread count {bad} in --threads is invalid; give positive counts such as 1,2");
+    }
+    if let Some(path) = &args.json {
+        // Check the output path before minutes of measurement, not after.
+        crate::output::ensure_regular_file_or_missing(path, "--json")?;
+        anyhow::ensure!(
+            args.overwrite || !path.exists(),
+            "--json file {} already exists; pass --overwrite to replace it or choose another path",
+            path.display()
+        );
+        let directory = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        anyhow::ensure!(
+            directory.is_dir(),
+            "directory {} of --json file {} does not exist; create it or choose another path",
+            directory.display(),
+            path.display()
+        );
+    }
+    if args.train_limit == Some(0) {
+        anyhow::bail!("--train-limit is 0; give a positive number of training samples");
+    }
     let options = MnistOptions {
         source_dir: args.data_dir.clone().unwrap_or_else(bcdnn_data::default_source_dir),
         cache_dir: args.cache_dir.clone().unwrap_or_else(bcdnn_data::default_cache_dir),
@@ -150,9 +177,6 @@ pub fn run_bench(args: &BenchArgs, system: &SystemInfo) -> Result<()> {
     widths.push(train.n_classes());
     let flops = iteration_flops(&widths, samples);
     let thread_counts = args.threads.clone().unwrap_or_else(|| default_thread_counts(system.logical_cores));
-    if let Some(&bad) = thread_counts.iter().find(|&&t| t == 0) {
-        anyhow::bail!("thread count {bad} in --threads is invalid; give positive counts such as 1,2");
-    }
 
     eprintln!(
         "bench: {} on {samples} samples, {:.3e} flops per iteration, {} iterations per thread count",

@@ -8,6 +8,7 @@ mod args;
 mod bench;
 mod info;
 mod interrupt;
+mod output;
 mod plot;
 mod progress;
 mod record;

@@ -81,6 +81,19 @@ pub fn run_plot(args: &PlotArgs) -> Result<()> {
         );
     }
 
+    crate::output::ensure_regular_file_or_missing(&args.output, "--output")?;
+    if let Ok(output) = std::fs::canonicalize(&args.output) {
+        for input in &args.inputs {
+            if std::fs::canonicalize(input).is_ok_and(|input| input == output) {
+                bail!(
+                    "output {} is also the input record {}; writing the figure would destroy the record, so choose another -o path",
+                    args.output.display(),
+                    input.display()
+                );
+            }
+        }
+    }
+
     let mut runs = Vec::with_capacity(args.inputs.len());
     for (index, path) in args.inputs.iter().enumerate() {
         let mut run = read_run(path)?;

@@ -44,6 +44,7 @@ impl RecordWriter {
                 path.join("run.jsonl").display()
             );
         }
+        crate::output::ensure_regular_file_or_missing(path, "--record")?;
         if path.exists() && !overwrite {
             bail!(
                 "record file {} already exists; pass --overwrite to replace it or choose another --record path",

@@ -16,7 +16,14 @@ fn main() {
     pool.install(|| {
         for _ in 0..2 {
             let t = Instant::now();
-            matmul(slice_view_mut(&mut out, m), false, faer::MatRef::from_column_major_slice(&w, m, k), columns_view(&x, k, 0..n), 1.0f32, Par::rayon(threads));
+            matmul(
+                slice_view_mut(&mut out, m),
+                false,
+                faer::MatRef::from_column_major_slice(&w, m, k),
+                columns_view(&x, k, 0..n),
+                1.0f32,
+                Par::rayon(threads),
+            );
             let s = t.elapsed().as_secs_f64();
             println!("whole  {s:.3} s  {:.1} GFLOP/s", flops / s / 1e9);
         }
@@ -24,7 +31,14 @@ fn main() {
             let t = Instant::now();
             out.par_chunks_mut(m * tile).enumerate().for_each(|(i, o)| {
                 let cols = o.len() / m;
-                matmul(slice_view_mut(o, m), false, faer::MatRef::from_column_major_slice(&w, m, k), columns_view(&x, k, i * tile..i * tile + cols), 1.0f32, Par::Seq);
+                matmul(
+                    slice_view_mut(o, m),
+                    false,
+                    faer::MatRef::from_column_major_slice(&w, m, k),
+                    columns_view(&x, k, i * tile..i * tile + cols),
+                    1.0f32,
+                    Par::Seq,
+                );
             });
             let s = t.elapsed().as_secs_f64();
             println!("tile {tile:4} {s:.3} s  {:.1} GFLOP/s", flops / s / 1e9);

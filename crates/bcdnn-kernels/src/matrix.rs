@@ -76,14 +76,22 @@ pub fn columns_view<T>(data: &[T], rows: usize, cols: std::ops::Range<usize>) ->
 
 /// Views a column-major `rows x (len / rows)` slice as a mutable faer matrix.
 pub fn slice_view_mut<T>(data: &mut [T], rows: usize) -> MatMut<'_, T> {
-    debug_assert!(rows == 0 || data.len() % rows == 0, "slice of length {} is not a whole number of columns of {rows}", data.len());
-    let cols = if rows == 0 { 0 } else { data.len() / rows };
+    debug_assert!(
+        rows == 0 || data.len() % rows == 0,
+        "slice of length {} is not a whole number of columns of {rows}",
+        data.len()
+    );
+    let cols = data.len().checked_div(rows).unwrap_or(0);
     MatMut::from_column_major_slice_mut(data, rows, cols)
 }
 
 /// Views a column-major `rows x (len / rows)` slice as a faer matrix.
 pub fn slice_view<T>(data: &[T], rows: usize) -> MatRef<'_, T> {
-    debug_assert!(rows == 0 || data.len() % rows == 0, "slice of length {} is not a whole number of columns of {rows}", data.len());
-    let cols = if rows == 0 { 0 } else { data.len() / rows };
+    debug_assert!(
+        rows == 0 || data.len() % rows == 0,
+        "slice of length {} is not a whole number of columns of {rows}",
+        data.len()
+    );
+    let cols = data.len().checked_div(rows).unwrap_or(0);
     MatRef::from_column_major_slice(data, rows, cols)
 }

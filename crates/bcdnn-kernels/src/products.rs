@@ -19,7 +19,14 @@ pub fn par_for_flops(flops: f64, threads: usize) -> Par {
 
 /// `dst = alpha lhs rhs` (with `accumulate`, `dst += alpha lhs rhs`).
 #[inline]
-pub fn matmul<T: Real>(dst: MatMut<'_, T>, accumulate: bool, lhs: MatRef<'_, T>, rhs: MatRef<'_, T>, alpha: T, par: Par) {
+pub fn matmul<T: Real>(
+    dst: MatMut<'_, T>,
+    accumulate: bool,
+    lhs: MatRef<'_, T>,
+    rhs: MatRef<'_, T>,
+    alpha: T,
+    par: Par,
+) {
     let beta = if accumulate { Accum::Add } else { Accum::Replace };
     faer::linalg::matmul::matmul(dst, beta, lhs, rhs, alpha, par);
 }

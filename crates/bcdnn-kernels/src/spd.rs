@@ -28,9 +28,7 @@ pub struct SpdFactor {
 impl SpdFactor {
     /// Allocates room for matrices of dimension up to `max_dim`.
     pub fn new(max_dim: usize, par: Par) -> Self {
-        let req = StackReq::any_of(&[
-            llt::factor::cholesky_in_place_scratch::<f64>(max_dim, par, Default::default()),
-        ]);
+        let req = StackReq::any_of(&[llt::factor::cholesky_in_place_scratch::<f64>(max_dim, par, Default::default())]);
         Self { l: Mat::zeros(max_dim, max_dim), dim: 0, mem: MemBuffer::new(req) }
     }
 
@@ -52,11 +50,11 @@ impl SpdFactor {
         let dim = self.dim;
         let a = self.l.as_mut().submatrix_mut(0, 0, dim, dim);
         let stack = MemStack::new(&mut self.mem);
-        llt::factor::cholesky_in_place(a, Default::default(), par, stack, Default::default())
-            .map(|_| ())
-            .map_err(|e| match e {
+        llt::factor::cholesky_in_place(a, Default::default(), par, stack, Default::default()).map(|_| ()).map_err(|e| {
+            match e {
                 llt::factor::LltError::NonPositivePivot { index } => NotPositiveDefinite { dim, pivot: index },
-            })
+            }
+        })
     }
 
     /// The factor `L` (lower triangle meaningful).
@@ -73,7 +71,12 @@ impl SpdFactor {
         if dim == 0 {
             return;
         }
-        assert_eq!(rhs.len() % dim, 0, "right-hand side of length {} is not a whole number of columns of {dim}", rhs.len());
+        assert_eq!(
+            rhs.len() % dim,
+            0,
+            "right-hand side of length {} is not a whole number of columns of {dim}",
+            rhs.len()
+        );
         let columns = rhs.len() / dim;
         let per_chunk = columns.div_ceil(threads.max(1)).max(1);
         let factor = self.factor_ref();

@@ -94,12 +94,11 @@ pub fn for_each_tile_mut<T, F>(
     debug_assert_eq!(out.len(), rows * grid.columns, "output is not {rows} x {}", grid.columns);
     let count = grid.count();
     assert!(partials.len() >= count, "{} partial slots for {count} tiles", partials.len());
-    out.par_chunks_mut(rows * grid.width)
-        .zip(partials[..count].par_iter_mut())
-        .enumerate()
-        .for_each(|(t, (tile, partial))| {
+    out.par_chunks_mut(rows * grid.width).zip(partials[..count].par_iter_mut()).enumerate().for_each(
+        |(t, (tile, partial))| {
             *partial = scratch.with_slot(|slot| f(grid.range(t), tile, slot));
-        });
+        },
+    );
 }
 
 /// Runs `f` on every tile in parallel, with no output matrix, storing partial sums.

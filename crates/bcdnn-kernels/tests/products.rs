@@ -37,13 +37,23 @@ fn chunked_reduction_matches_naive_product() {
         let v_ref = MatRef::from_column_major_slice(&v, m, n);
         reduce_column_chunks(out.as_mut(), n, chunks, &mut scratch, |columns, partial: MatMut<'_, f64>| {
             let width = columns.len();
-            matmul(partial, false, u_ref.subcols(columns.start, width), v_ref.subcols(columns.start, width).transpose(), 1.0, Par::Seq);
+            matmul(
+                partial,
+                false,
+                u_ref.subcols(columns.start, width),
+                v_ref.subcols(columns.start, width).transpose(),
+                1.0,
+                Par::Seq,
+            );
         });
         let expected = naive_abt(&u, &v, d, m, n);
         for j in 0..m {
             for i in 0..d {
                 let (got, want) = (out[(i, j)], expected[j * d + i]);
-                assert!((got - want).abs() <= 1e-12 * n as f64, "m={m} d={d} n={n} chunks={chunks}: C[{i},{j}] = {got}, naive {want}");
+                assert!(
+                    (got - want).abs() <= 1e-12 * n as f64,
+                    "m={m} d={d} n={n} chunks={chunks}: C[{i},{j}] = {got}, naive {want}"
+                );
             }
         }
     }
@@ -94,7 +104,11 @@ fn cholesky_reconstructs_and_solves() {
                 for p in 0..=j {
                     acc += l[(i, p)] * l[(j, p)];
                 }
-                assert!((acc - a(i, j)).abs() <= 1e-10 * dim as f64, "dim {dim}: (L L^T)[{i},{j}] = {acc}, A = {}", a(i, j));
+                assert!(
+                    (acc - a(i, j)).abs() <= 1e-10 * dim as f64,
+                    "dim {dim}: (L L^T)[{i},{j}] = {acc}, A = {}",
+                    a(i, j)
+                );
             }
         }
 
@@ -106,7 +120,11 @@ fn cholesky_reconstructs_and_solves() {
         for c in 0..k {
             for i in 0..dim {
                 let ax: f64 = (0..dim).map(|p| a(i, p) * x[c * dim + p]).sum();
-                assert!((ax - r[c * dim + i]).abs() <= 1e-9 * dim as f64, "dim {dim}: (A X - R)[{i},{c}] = {}", ax - r[c * dim + i]);
+                assert!(
+                    (ax - r[c * dim + i]).abs() <= 1e-9 * dim as f64,
+                    "dim {dim}: (A X - R)[{i},{c}] = {}",
+                    ax - r[c * dim + i]
+                );
             }
         }
 

@@ -71,7 +71,14 @@ pub(crate) fn preactivation<T: Real>(
         let product = &mut slot[..rows * width];
 
         // P = W_l V_{l-1} on this tile (the bias is added in the epilogue)
-        matmul(slice_view_mut(product, rows), false, weights.view(), columns_view(prev, cols, columns.clone()), T::one(), Par::Seq);
+        matmul(
+            slice_view_mut(product, rows),
+            false,
+            weights.view(),
+            columns_view(prev, cols, columns.clone()),
+            T::one(),
+            Par::Seq,
+        );
 
         // Fused epilogue: U = prox(...) while accumulating the objective terms
         let mut sums = [0.0; 4];
@@ -94,7 +101,13 @@ pub(crate) fn preactivation<T: Real>(
 /// Writes the augmented Gram matrix `G = Vt Vt^T` of `Vt = [V; 1^T]` into `gram` (lower
 /// triangle and last row): `V V^T` in the leading `m x m` block, `(V 1)^T` in row `m` and `n`
 /// at `(m, m)`. Column chunks run in parallel and are summed in chunk order.
-pub(crate) fn augmented_gram<T: Real>(gram: &mut ColMatrix<T>, v: MatRef<'_, T>, ones: &[T], chunk_scratch: &mut [T], chunks: usize) {
+pub(crate) fn augmented_gram<T: Real>(
+    gram: &mut ColMatrix<T>,
+    v: MatRef<'_, T>,
+    ones: &[T],
+    chunk_scratch: &mut [T],
+    chunks: usize,
+) {
     let (m, n) = (v.nrows(), v.ncols());
     let dim = m + 1;
     let G = faer::MatMut::from_column_major_slice_mut(&mut gram.as_mut_slice()[..dim * dim], dim, dim);
@@ -104,13 +117,27 @@ pub(crate) fn augmented_gram<T: Real>(gram: &mut ColMatrix<T>, v: MatRef<'_, T>,
         // G_11 = V V^T (lower triangle only)
         gram_lower(partial.rb_mut().submatrix_mut(0, 0, m, m), v_chunk, Par::Seq);
         // G_21 = (V 1)^T, G_22 = n
-        matmul(partial.rb_mut().submatrix_mut(m, 0, 1, m).transpose_mut(), false, v_chunk, slice_view(&ones[..width], width), T::one(), Par::Seq);
+        matmul(
+            partial.rb_mut().submatrix_mut(m, 0, 1, m).transpose_mut(),
+            false,
+            v_chunk,
+            slice_view(&ones[..width], width),
+            T::one(),
+            Par::Seq,
+        );
         partial[(m, m)] = T::from_f64(width as f64);
     });
 }
 
 /// Writes `C = U Vt^T = [U V^T, U 1]` into the leading `d x (m + 1)` block of `cross`.
-fn augmented_cross<T: Real>(cross: &mut ColMatrix<T>, u: MatRef<'_, T>, v: MatRef<'_, T>, ones: &[T], chunk_scratch: &mut [T], chunks: usize) {
+fn augmented_cross<T: Real>(
+    cross: &mut ColMatrix<T>,
+    u: MatRef<'_, T>,
+    v: MatRef<'_, T>,
+    ones: &[T],
+    chunk_scratch: &mut [T],
+    chunks: usize,
+) {
     let (d, m, n) = (u.nrows(), v.nrows(), v.ncols());
     let C = faer::MatMut::from_column_major_slice_mut(&mut cross.as_mut_slice()[..d * (m + 1)], d, m + 1);
     reduce_column_chunks(C, n, chunks, chunk_scratch, |columns, mut partial| {
@@ -118,7 +145,14 @@ fn augmented_cross<T: Real>(cross: &mut ColMatrix<T>, u: MatRef<'_, T>, v: MatRe
         let u_chunk = u.subcols(columns.start, width);
         let v_chunk = v.subcols(columns.start, width);
         matmul(partial.rb_mut().submatrix_mut(0, 0, d, m), false, u_chunk, v_chunk.transpose(), T::one(), Par::Seq);
-        matmul(partial.rb_mut().submatrix_mut(0, m, d, 1), false, u_chunk, slice_view(&ones[..width], width), T::one(), Par::Seq);
+        matmul(
+            partial.rb_mut().submatrix_mut(0, m, d, 1),
+            false,
+            u_chunk,
+            slice_view(&ones[..width], width),
+            T::one(),
+            Par::Seq,
+        );
     });
 }
 
@@ -128,7 +162,7 @@ use faer::reborrow::ReborrowMut;
 /// `G = Vt Vt^T` and `C = U_l Vt^T`, solves `(alpha I + rho G) Wt^T = (alpha Wt^old + rho C)^T`
 /// by Cholesky in `f64`.
 ///
-/// `use_input_gram` says that `ws.input_gram` already holds `G` (the layer-1 Gram matrix of the
+/// With `use_input_gram`, `ws.input_gram` already contains `G` (the layer-1 Gram matrix of the
 /// fixed input, computed once per run). Returns `||Wt - Wt^old||^2`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn weights<T: Real>(
@@ -169,7 +203,7 @@ pub(crate) fn weights<T: Real>(
     }
     ws.spd.factor(Par::Seq)?;
 
-    // R = (alpha Wt^old + rho C)^T, (m + 1) x d, column r holds row r of Wt
+    // R = (alpha Wt^old + rho C)^T, (m + 1) x d, column r is row r of Wt
     let R = &mut ws.rhs[..dim * d];
     let W_old = weights.view();
     for r in 0..d {
@@ -240,7 +274,14 @@ pub(crate) fn hidden_activation<T: Real>(
 /// Factorises `c I + rho M` (from the lower triangle of `M`, stored in `ws.factor`) and
 /// overwrites the leading `dim x dim` block of `ws.factor` with `scale (c I + rho M)^{-1}`,
 /// rounded to `T`.
-fn small_inverse<T: Real>(ws: &mut Workspace<T>, dim: usize, c: f64, rho: f64, scale: f64, threads: usize) -> Result<(), NotPositiveDefinite> {
+fn small_inverse<T: Real>(
+    ws: &mut Workspace<T>,
+    dim: usize,
+    c: f64,
+    rho: f64,
+    scale: f64,
+    threads: usize,
+) -> Result<(), NotPositiveDefinite> {
     {
         let M = faer::MatRef::from_column_major_slice(&ws.factor.as_slice()[..dim * dim], dim, dim);
         let mut A = ws.spd.matrix_mut(dim);
@@ -301,7 +342,14 @@ fn hidden_activation_direct<T: Real>(
         let s2 = &mut rest[..d * width];
 
         // S1 = rho W^T U_{l+1}
-        matmul(slice_view_mut(s1, d), false, W.transpose(), columns_view(u_next.as_slice(), dn, columns.clone()), rho_t, Par::Seq);
+        matmul(
+            slice_view_mut(s1, d),
+            false,
+            W.transpose(),
+            columns_view(u_next.as_slice(), dn, columns.clone()),
+            rho_t,
+            Par::Seq,
+        );
 
         // S1 += gamma relu(U_l) - rho W^T b 1^T
         for (offset, s1_col) in s1.chunks_exact_mut(d).enumerate() {
@@ -375,7 +423,14 @@ fn hidden_activation_woodbury<T: Real>(
         }
 
         // K = F U_{l+1} - E Q + k0 1^T
-        matmul(slice_view_mut(k, dn), false, F, columns_view(u_next.as_slice(), dn, columns.clone()), T::one(), Par::Seq);
+        matmul(
+            slice_view_mut(k, dn),
+            false,
+            F,
+            columns_view(u_next.as_slice(), dn, columns.clone()),
+            T::one(),
+            Par::Seq,
+        );
         matmul(slice_view_mut(k, dn), true, E, slice_view(q, d), -T::one(), Par::Seq);
         for k_col in k.chunks_exact_mut(dn) {
             T::add_bias(k_col, k0);

@@ -104,7 +104,14 @@ pub fn measure_gemm_floor(products: &[ProductShape], threads: usize, repeats: us
             ProductKind::TransposedRhs => {
                 let a = MatRef::from_column_major_slice(&lhs[..p.m * p.k], p.m, p.k);
                 let b = MatRef::from_column_major_slice(&rhs[..p.n * p.k], p.n, p.k);
-                matmul(MatMut::from_column_major_slice_mut(&mut out[..p.m * p.n], p.m, p.n), false, a, b.transpose(), 1.0, par);
+                matmul(
+                    MatMut::from_column_major_slice_mut(&mut out[..p.m * p.n], p.m, p.n),
+                    false,
+                    a,
+                    b.transpose(),
+                    1.0,
+                    par,
+                );
             }
             ProductKind::GramLower => {
                 let a = MatRef::from_column_major_slice(&lhs[..p.m * p.k], p.m, p.k);

@@ -122,7 +122,11 @@ fn forward_tile<'s, T: Real>(
         let cols = net.widths[layer];
         let out = &mut next[..rows * width];
         // A_l = W_l A_{l-1}
-        let rhs = if layer == 0 { columns_view(input, cols, 0..width) } else { columns_view(&current[..cols * width], cols, 0..width) };
+        let rhs = if layer == 0 {
+            columns_view(input, cols, 0..width)
+        } else {
+            columns_view(&current[..cols * width], cols, 0..width)
+        };
         matmul(slice_view_mut(out, rows), false, net.weights[layer].view(), rhs, T::one(), Par::Seq);
 
         // A_l = sigma(A_l + b_l 1^T), linear on the output layer.

@@ -60,7 +60,14 @@ pub(crate) fn evaluate_objective<T: Real>(
             let width = columns.len();
             let product = &mut slot[..rows * width];
             // P = W_l V_{l-1} for this tile; the bias enters in the distance below.
-            matmul(slice_view_mut(product, rows), false, weights.view(), columns_view(prev, cols, columns.clone()), T::one(), Par::Seq);
+            matmul(
+                slice_view_mut(product, rows),
+                false,
+                weights.view(),
+                columns_view(prev, cols, columns.clone()),
+                T::one(),
+                Par::Seq,
+            );
             let mut sums: Partial = [0.0; 4];
             for (offset, p) in product.chunks_exact(rows).enumerate() {
                 let j = columns.start + offset;

@@ -52,13 +52,15 @@ pub enum TrainError {
     Config(#[from] ConfigError),
     #[error("the data has {found} features per sample but the network's input width is {expected}; set the first width to {found}")]
     InputWidthMismatch { expected: usize, found: usize },
-    #[error("the data has {found} classes but the network's output width is {expected}; set the last width to {found}")]
+    #[error(
+        "the data has {found} classes but the network's output width is {expected}; set the last width to {found}"
+    )]
     ClassCountMismatch { expected: usize, found: usize },
     #[error("the training set is empty; training needs at least one sample")]
     EmptyTrainingSet,
     #[error("the evaluation data has {found} features per sample but the network expects {expected}")]
     EvaluationWidthMismatch { expected: usize, found: usize },
-    #[error("{block} block of layer {layer}: {source}; increase gamma, rho or alpha of that layer")]
+    #[error("{block} block of layer {layer}: {source}; the block's system is too ill-conditioned in floating point, so bring gamma, rho and alpha of that layer closer to each other (a larger alpha relative to rho helps most)")]
     NotPositiveDefinite { block: &'static str, layer: usize, source: NotPositiveDefinite },
     #[error("the {block} block of layer {layer} became non-finite (NaN or infinity) in iteration {iteration}; reduce the parameters' scale or check the data")]
     NonFinite { block: &'static str, layer: usize, iteration: usize },
@@ -132,8 +134,13 @@ impl<'a, T: Real> Trainer<'a, T> {
             return Err(TrainError::EmptyTrainingSet);
         }
 
+        // A tile never needs more columns than there are samples; the clamp also bounds the
+        // per-thread scratch, which is sized by the tile width.
+        let mut config = config;
+        config.tile_width = config.tile_width.min(n);
         let threads = config.resolved_threads();
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).thread_name(|i| format!("bcdnn-{i}")).build()?;
+        let pool =
+            rayon::ThreadPoolBuilder::new().num_threads(threads).thread_name(|i| format!("bcdnn-{i}")).build()?;
         let widths = config.widths.clone();
         let features = train.features();
         let converted_input = match T::borrow_f32(features) {
@@ -145,7 +152,8 @@ impl<'a, T: Real> Trainer<'a, T> {
         let v = widths[1..].iter().map(|&d| ColMatrix::zeros(d, n)).collect();
         let ws = Workspace::new(&widths, n, config.tile_width, threads);
         let depth = config.depth();
-        let mut schedule = vec![Block::Activation(depth - 1), Block::PreActivation(depth - 1), Block::Weights(depth - 1)];
+        let mut schedule =
+            vec![Block::Activation(depth - 1), Block::PreActivation(depth - 1), Block::Weights(depth - 1)];
         for l in (0..depth - 1).rev() {
             schedule.extend([Block::Activation(l), Block::PreActivation(l), Block::Weights(l)]);
         }
@@ -166,7 +174,19 @@ impl<'a, T: Real> Trainer<'a, T> {
             current_terms: ObjectiveTerms::default(),
         };
         let Self { pool, config, features, converted_input, network, u, v, ws, threads, labels, .. } = &mut trainer;
-        pool.install(|| initialise_state_and_input_gram(config, features, labels.len(), converted_input.as_ref(), network, u, v, ws, *threads));
+        pool.install(|| {
+            initialise_state_and_input_gram(
+                config,
+                features,
+                labels.len(),
+                converted_input.as_ref(),
+                network,
+                u,
+                v,
+                ws,
+                *threads,
+            )
+        });
         trainer.current_terms = trainer.objective();
         Ok(trainer)
     }
@@ -227,7 +247,11 @@ impl<'a, T: Real> Trainer<'a, T> {
     pub fn step(&mut self) -> Result<StepReport, TrainError> {
         let start = Instant::now();
         let mut report = StepReport { iteration: self.iteration + 1, ..StepReport::default() };
-        let mut previous = ObjectiveTerms { loss: self.current_terms.loss, activation_coupling: self.current_terms.activation_coupling, preactivation_coupling: 0.0 };
+        let mut previous = ObjectiveTerms {
+            loss: self.current_terms.loss,
+            activation_coupling: self.current_terms.activation_coupling,
+            preactivation_coupling: 0.0,
+        };
         let mut current = ObjectiveTerms::default();
 
         for index in 0..self.schedule.len() {
@@ -296,7 +320,9 @@ impl<'a, T: Real> Trainer<'a, T> {
         let sums = self.pool.install(|| -> Result<[f64; 4], TrainError> {
             let wrap = |source| TrainError::NotPositiveDefinite { block: block.kind(), layer: layer + 1, source };
             Ok(match block {
-                Block::Activation(_) if output_layer => blocks::output_activation(params, labels, &u[layer], v_layer, grid, ws),
+                Block::Activation(_) if output_layer => {
+                    blocks::output_activation(params, labels, &u[layer], v_layer, grid, ws)
+                }
                 Block::Activation(_) => {
                     let next = self.config.layers[layer + 1];
                     let step = blocks::hidden_activation(
@@ -314,13 +340,22 @@ impl<'a, T: Real> Trainer<'a, T> {
                     .map_err(wrap)?;
                     [step, 0.0, 0.0, 0.0]
                 }
-                Block::PreActivation(_) => {
-                    blocks::preactivation(params, output_layer, &network.weights[layer], &network.biases[layer], prev, v_layer, &mut u[layer], grid, ws)
-                }
+                Block::PreActivation(_) => blocks::preactivation(
+                    params,
+                    output_layer,
+                    &network.weights[layer],
+                    &network.biases[layer],
+                    prev,
+                    v_layer,
+                    &mut u[layer],
+                    grid,
+                    ws,
+                ),
                 Block::Weights(_) => {
                     let prev_view = columns_view(prev, widths[layer], 0..n);
                     let (weights, bias) = network.layer_mut(layer);
-                    let step = blocks::weights(params, prev_view, &u[layer], weights, bias, layer == 0, ws, threads).map_err(wrap)?;
+                    let step = blocks::weights(params, prev_view, &u[layer], weights, bias, layer == 0, ws, threads)
+                        .map_err(wrap)?;
                     [step, 0.0, 0.0, 0.0]
                 }
             })
@@ -341,26 +376,36 @@ impl<'a, T: Real> Trainer<'a, T> {
         let (network, params, labels, u, v) = (&self.network, &self.config.layers, self.labels, &self.u, &self.v);
         let tile_width = self.config.tile_width;
         let ws = &mut self.ws;
-        self.pool.install(|| evaluate_objective(network, params, input, labels, u, v, tile_width, &ws.scratch, &mut ws.partials))
+        self.pool.install(|| {
+            evaluate_objective(network, params, input, labels, u, v, tile_width, &ws.scratch, &mut ws.partials)
+        })
     }
 
     /// Accuracy and squared loss of the plain forward pass of the current weights on `data`.
     pub fn evaluate(&mut self, data: DatasetView<'_>) -> Result<Evaluation, TrainError> {
         if data.n_features() != self.config.input_width() {
-            return Err(TrainError::EvaluationWidthMismatch { expected: self.config.input_width(), found: data.n_features() });
+            return Err(TrainError::EvaluationWidthMismatch {
+                expected: self.config.input_width(),
+                found: data.n_features(),
+            });
         }
         let tiles = data.n_samples().div_ceil(self.config.tile_width);
         if self.ws.partials.len() < tiles {
             self.ws.partials.resize(tiles, [0.0; 4]);
         }
         let (network, tile_width, ws) = (&self.network, self.config.tile_width, &mut self.ws);
-        Ok(self.pool.install(|| evaluate_tiled(network, data.features(), data.labels(), tile_width, &ws.scratch, &mut ws.partials)))
+        Ok(self.pool.install(|| {
+            evaluate_tiled(network, data.features(), data.labels(), tile_width, &ws.scratch, &mut ws.partials)
+        }))
     }
 
     /// Predicted class of every sample of `data`, written into `out` (length `n_samples`).
     pub fn predict(&self, data: DatasetView<'_>, out: &mut [u32]) -> Result<(), TrainError> {
         if data.n_features() != self.config.input_width() {
-            return Err(TrainError::EvaluationWidthMismatch { expected: self.config.input_width(), found: data.n_features() });
+            return Err(TrainError::EvaluationWidthMismatch {
+                expected: self.config.input_width(),
+                found: data.n_features(),
+            });
         }
         assert_eq!(out.len(), data.n_samples(), "prediction buffer length differs from the sample count");
         let (network, tile_width, scratch) = (&self.network, self.config.tile_width, &self.ws.scratch);
@@ -369,8 +414,8 @@ impl<'a, T: Real> Trainer<'a, T> {
     }
 }
 
-    /// `U_l = W_l V_{l-1} + b_l 1^T`, `V_l = relu(U_l)` (linear on the output layer), and the
-    /// Gram matrix of the fixed input.
+/// `U_l = W_l V_{l-1} + b_l 1^T`, `V_l = relu(U_l)` (linear on the output layer), and the
+/// Gram matrix of the fixed input.
 #[allow(clippy::too_many_arguments)]
 fn initialise_state_and_input_gram<T: Real>(
     config: &Config,
@@ -383,38 +428,45 @@ fn initialise_state_and_input_gram<T: Real>(
     ws: &mut Workspace<T>,
     threads: usize,
 ) {
-        let grid = TileGrid::new(n, config.tile_width);
-        let depth = network.depth();
-        let input: &[T] = match converted_input {
-            Some(m) => m.as_slice(),
-            None => T::borrow_f32(features).expect("f32 input is borrowed"),
-        };
-        for layer in 0..depth {
-            let rows = config.widths[layer + 1];
-            let cols = config.widths[layer];
-            let (before, rest) = v.split_at_mut(layer);
-            let prev: &[T] = if layer == 0 { input } else { before[layer - 1].as_slice() };
-            let weights = &network.weights[layer];
-            let bias = &network.biases[layer];
-            for_each_tile_mut(grid, u[layer].as_mut_slice(), rows, &mut ws.partials, &ws.scratch, |columns, tile, _| {
-                matmul(slice_view_mut(tile, rows), false, weights.view(), columns_view(prev, cols, columns), T::one(), Par::Seq);
-                for column in tile.chunks_exact_mut(rows) {
-                    T::add_bias(column, bias);
-                }
-                [0.0; 4]
-            });
-            let hidden = layer + 1 < depth;
-            let u_l = &u[layer];
-            for_each_tile_mut(grid, rest[0].as_mut_slice(), rows, &mut ws.partials, &ws.scratch, |columns, tile, _| {
-                let source = &u_l.as_slice()[columns.start * rows..columns.end * rows];
-                if hidden {
-                    T::relu(tile, source);
-                } else {
-                    tile.copy_from_slice(source);
-                }
-                [0.0; 4]
-            });
-        }
-        let x = columns_view(input, config.widths[0], 0..n);
-        blocks::augmented_gram(&mut ws.input_gram, x, &ws.ones, &mut ws.chunk_scratch, threads);
+    let grid = TileGrid::new(n, config.tile_width);
+    let depth = network.depth();
+    let input: &[T] = match converted_input {
+        Some(m) => m.as_slice(),
+        None => T::borrow_f32(features).expect("f32 input is borrowed"),
+    };
+    for layer in 0..depth {
+        let rows = config.widths[layer + 1];
+        let cols = config.widths[layer];
+        let (before, rest) = v.split_at_mut(layer);
+        let prev: &[T] = if layer == 0 { input } else { before[layer - 1].as_slice() };
+        let weights = &network.weights[layer];
+        let bias = &network.biases[layer];
+        for_each_tile_mut(grid, u[layer].as_mut_slice(), rows, &mut ws.partials, &ws.scratch, |columns, tile, _| {
+            matmul(
+                slice_view_mut(tile, rows),
+                false,
+                weights.view(),
+                columns_view(prev, cols, columns),
+                T::one(),
+                Par::Seq,
+            );
+            for column in tile.chunks_exact_mut(rows) {
+                T::add_bias(column, bias);
+            }
+            [0.0; 4]
+        });
+        let hidden = layer + 1 < depth;
+        let u_l = &u[layer];
+        for_each_tile_mut(grid, rest[0].as_mut_slice(), rows, &mut ws.partials, &ws.scratch, |columns, tile, _| {
+            let source = &u_l.as_slice()[columns.start * rows..columns.end * rows];
+            if hidden {
+                T::relu(tile, source);
+            } else {
+                tile.copy_from_slice(source);
+            }
+            [0.0; 4]
+        });
+    }
+    let x = columns_view(input, config.widths[0], 0..n);
+    blocks::augmented_gram(&mut ws.input_gram, x, &ws.ones, &mut ws.chunk_scratch, threads);
 }

@@ -1,10 +1,10 @@
 //! Buffers allocated once when training starts and reused by every iteration.
 
 use crate::network::forward_scratch_len;
+use bcdnn_kernels::products::column_chunks_scratch_len;
 use bcdnn_kernels::spd::SpdFactor;
 use bcdnn_kernels::tiling::{Partial, ThreadScratch};
 use bcdnn_kernels::{ColMatrix, Real};
-use bcdnn_kernels::products::column_chunks_scratch_len;
 use faer::Par;
 
 /// Scratch of the block updates. Sizes are the maxima over layers, so one workspace serves
@@ -55,7 +55,14 @@ impl<T: Real> Workspace<T> {
             cross: ColMatrix::zeros(max_output, max_input + 1),
             input_gram: ColMatrix::zeros(d0 + 1, d0 + 1),
             spd: SpdFactor::new((max_input + 1).max(max_width), Par::Seq),
-            chunk_scratch: vec![T::zero(); column_chunks_scratch_len(max_input + 1, (max_input + 1).max(max_output), threads.max(1))],
+            chunk_scratch: vec![
+                T::zero();
+                column_chunks_scratch_len(
+                    max_input + 1,
+                    (max_input + 1).max(max_output),
+                    threads.max(1)
+                )
+            ],
             rhs: vec![0.0; (max_input + 1) * max_output],
             inverse: vec![0.0; max_width * max_width],
             factor: ColMatrix::zeros(max_width, max_width),

@@ -48,6 +48,11 @@ fn steps_after_the_first_allocate_nothing() {
             trainer.step().unwrap();
         }
         let after = ALLOCATIONS.load(Ordering::SeqCst);
-        assert_eq!(after - before, 0, "hidden {hidden:?}, {threads} threads: 3 steps allocated {} times", after - before);
+        assert_eq!(
+            after - before,
+            0,
+            "hidden {hidden:?}, {threads} threads: 3 steps allocated {} times",
+            after - before
+        );
     }
 }

@@ -33,7 +33,8 @@ fn objective_never_increases_after_any_block() {
 fn objective_decrease_is_sufficient_per_iteration() {
     // Lbar(P^{k-1}) - Lbar(P^k) >= a ||P^k - P^{k-1}||^2 with a = min(alpha, gamma) / 2.
     let data = common::random_dataset(70, 5, 4, 11);
-    let config = Config::builder(5, &[9, 9, 6], 4).alpha(2.0).gamma(1.5).seed(5).threads(1).tile_width(32).build().unwrap();
+    let config =
+        Config::builder(5, &[9, 9, 6], 4).alpha(2.0).gamma(1.5).seed(5).threads(1).tile_width(32).build().unwrap();
     let a = 0.5 * 1.5f64.min(2.0);
     let mut trainer: Trainer<f64> = Trainer::new(config, data.view()).unwrap();
     let mut last = trainer.objective().total();

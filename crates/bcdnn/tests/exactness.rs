@@ -61,7 +61,15 @@ fn block_objective(trainer: &mut Trainer<f64>, block: Block, values: &[f64], old
 fn every_block_update_is_exact_minimiser() {
     let data = common::random_dataset(40, 5, 3, 21);
     // 6 -> 9 takes the direct activation update, 9 -> 4 and 4 -> 3 the Woodbury form.
-    let config = Config::builder(5, &[6, 9, 4], 3).alpha(0.7).gamma(1.3).rho(0.9).seed(4).threads(2).tile_width(16).build().unwrap();
+    let config = Config::builder(5, &[6, 9, 4], 3)
+        .alpha(0.7)
+        .gamma(1.3)
+        .rho(0.9)
+        .seed(4)
+        .threads(2)
+        .tile_width(16)
+        .build()
+        .unwrap();
     let mut trainer: Trainer<f64> = Trainer::new(config.clone(), data.view()).unwrap();
     // Move away from the initial point so no block sits at a trivial optimum.
     for _ in 0..3 {

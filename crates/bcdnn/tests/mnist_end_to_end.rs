@@ -15,7 +15,10 @@ const ITERATIONS: usize = 6;
 const MIN_TEST_ACCURACY: f64 = 0.78;
 
 fn mnist() -> Mnist {
-    let options = MnistOptions { cache_dir: std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("mnist-store"), ..MnistOptions::default() };
+    let options = MnistOptions {
+        cache_dir: std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("mnist-store"),
+        ..MnistOptions::default()
+    };
     load_mnist(&options).expect("the vendored MNIST files load")
 }
 
@@ -31,7 +34,8 @@ fn train(mnist: &Mnist, threads: usize) -> (Vec<(StepReport, f64, f64)>, Vec<f32
         let test_accuracy = trainer.evaluate(test).unwrap().accuracy;
         history.push((report, train_accuracy, test_accuracy));
     }
-    let weights = (0..trainer.network().depth()).flat_map(|l| trainer.network().weights(l).as_slice().to_vec()).collect();
+    let weights =
+        (0..trainer.network().depth()).flat_map(|l| trainer.network().weights(l).as_slice().to_vec()).collect();
     (history, weights)
 }
 
@@ -47,7 +51,11 @@ fn subset_training_reaches_accuracy_and_is_reproducible() {
     for ((a, a_train, a_test), (b, b_train, b_test)) in first.iter().zip(&second) {
         let iteration = a.iteration;
         assert_eq!(a.previous_objective, b.previous_objective, "iteration {iteration}: objectives differ");
-        assert_eq!((a.step_w, a.step_u, a.step_v), (b.step_w, b.step_u, b.step_v), "iteration {iteration}: step norms differ");
+        assert_eq!(
+            (a.step_w, a.step_u, a.step_v),
+            (b.step_w, b.step_u, b.step_v),
+            "iteration {iteration}: step norms differ"
+        );
         assert_eq!((a_train, a_test), (b_train, b_test), "iteration {iteration}: accuracies differ");
     }
     assert!(weights_first == weights_second, "final weights differ between two runs with the same seed");

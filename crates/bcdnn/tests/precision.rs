@@ -28,11 +28,18 @@ fn f32_iterates_follow_f64_iterates() {
         let a = single.step().unwrap();
         let b = double.step().unwrap();
         let (a_obj, b_obj) = (a.previous_objective.unwrap().total(), b.previous_objective.unwrap().total());
-        assert!((a_obj - b_obj).abs() <= TOLERANCE * b_obj, "iteration {iteration}: objective f32 {a_obj} vs f64 {b_obj}");
+        assert!(
+            (a_obj - b_obj).abs() <= TOLERANCE * b_obj,
+            "iteration {iteration}: objective f32 {a_obj} vs f64 {b_obj}"
+        );
         for layer in 0..3 {
-            let w = relative_difference(single.network().weights(layer).as_slice(), double.network().weights(layer).as_slice());
+            let w = relative_difference(
+                single.network().weights(layer).as_slice(),
+                double.network().weights(layer).as_slice(),
+            );
             assert!(w <= TOLERANCE, "iteration {iteration}, layer {layer}: weights differ by {w:e} (relative)");
-            let u = relative_difference(single.preactivations(layer).as_slice(), double.preactivations(layer).as_slice());
+            let u =
+                relative_difference(single.preactivations(layer).as_slice(), double.preactivations(layer).as_slice());
             assert!(u <= TOLERANCE, "iteration {iteration}, layer {layer}: U differs by {u:e} (relative)");
             let v = relative_difference(single.activations(layer).as_slice(), double.activations(layer).as_slice());
             assert!(v <= TOLERANCE, "iteration {iteration}, layer {layer}: V differs by {v:e} (relative)");

@@ -179,8 +179,5 @@ pub fn dist2<T: Float>(v: &[T], u: &[T]) -> f64 {
 
 /// `||v - e_label||^2`.
 pub fn dist2_one_hot<T: Float>(v: &[T], label: usize) -> f64 {
-    v.iter()
-        .enumerate()
-        .map(|(r, &v)| if r == label { sq(v - T::one()) } else { sq(v) })
-        .sum()
+    v.iter().enumerate().map(|(r, &v)| if r == label { sq(v - T::one()) } else { sq(v) }).sum()
 }
