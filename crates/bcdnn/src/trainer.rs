@@ -60,6 +60,8 @@ pub enum TrainError {
     EmptyTrainingSet,
     #[error("the evaluation data has {found} features per sample but the network expects {expected}")]
     EvaluationWidthMismatch { expected: usize, found: usize },
+    #[error("{features} feature values do not form a {rows} x {columns} matrix (one column per prediction); pass {rows} values per sample")]
+    PredictionShapeMismatch { features: usize, rows: usize, columns: usize },
     #[error("{block} block of layer {layer}: {source}; the block's system is too ill-conditioned in floating point, so bring gamma, rho and alpha of that layer closer to each other (a larger alpha relative to rho helps most)")]
     NotPositiveDefinite { block: &'static str, layer: usize, source: NotPositiveDefinite },
     #[error("the {block} block of layer {layer} became non-finite (NaN or infinity) in iteration {iteration}; reduce the parameters' scale or check the data")]
@@ -401,15 +403,18 @@ impl<'a, T: Real> Trainer<'a, T> {
 
     /// Predicted class of every sample of `data`, written into `out` (length `n_samples`).
     pub fn predict(&self, data: DatasetView<'_>, out: &mut [u32]) -> Result<(), TrainError> {
-        if data.n_features() != self.config.input_width() {
-            return Err(TrainError::EvaluationWidthMismatch {
-                expected: self.config.input_width(),
-                found: data.n_features(),
-            });
+        self.predict_features(data.features(), out)
+    }
+
+    /// Predicted class of every column of the column-major `d_0 x out.len()` matrix
+    /// `features`, written into `out`. Needs no labels.
+    pub fn predict_features(&self, features: &[f32], out: &mut [u32]) -> Result<(), TrainError> {
+        let d0 = self.config.input_width();
+        if features.len() != d0 * out.len() {
+            return Err(TrainError::PredictionShapeMismatch { features: features.len(), rows: d0, columns: out.len() });
         }
-        assert_eq!(out.len(), data.n_samples(), "prediction buffer length differs from the sample count");
         let (network, tile_width, scratch) = (&self.network, self.config.tile_width, &self.ws.scratch);
-        self.pool.install(|| predict_tiled(network, data.features(), out, tile_width, scratch));
+        self.pool.install(|| predict_tiled(network, features, out, tile_width, scratch));
         Ok(())
     }
 }
