@@ -197,6 +197,11 @@ pub struct IterationRecord {
     pub step_w: f64,
     pub step_u: f64,
     pub step_v: f64,
+    /// `||P^k - P^{k-1}||^2` over all blocks.
+    pub step_total: f64,
+    /// `k * min_{j<=k} ||P^j - P^{j-1}||^2`, which stays bounded when the step lengths decay
+    /// at the `O(1/k)` rate that the convergence theory gives.
+    pub step_min_times_k: f64,
     /// Wall time since the first iteration started, at the end of this iteration.
     pub elapsed_seconds: f64,
 }

@@ -257,6 +257,8 @@ struct Tracker {
     best_test: Option<(f64, usize)>,
     total_update_seconds: f64,
     total_eval_seconds: f64,
+    /// Smallest `||P^j - P^{j-1}||^2` so far.
+    min_step: Option<f64>,
 }
 
 impl Tracker {
@@ -347,6 +349,10 @@ fn run_iterations(
             tracker.final_train_accuracy = Some(train.accuracy);
         }
 
+        let step_total = report.step_total();
+        let min_step = tracker.min_step.map_or(step_total, |m| m.min(step_total));
+        tracker.min_step = Some(min_step);
+
         let iteration_record = IterationRecord {
             kind: "iteration",
             iteration,
@@ -364,6 +370,8 @@ fn run_iterations(
             step_w: report.step_w,
             step_u: report.step_u,
             step_v: report.step_v,
+            step_total,
+            step_min_times_k: iteration as f64 * min_step,
             elapsed_seconds: loop_start.elapsed().as_secs_f64(),
         };
         let line = format_iteration(iteration, setup.epochs, &report, train_eval, test_eval, final_terms, eval_seconds);

@@ -250,9 +250,14 @@ fn small_run_writes_record() {
             "step_w",
             "step_u",
             "step_v",
+            "step_total",
+            "step_min_times_k",
         ] {
             assert!(record[key].is_number(), "iteration {} field {key} is not a number: {record}", index + 1);
         }
+        let parts: f64 = ["step_w", "step_u", "step_v"].iter().map(|k| record[*k].as_f64().unwrap()).sum();
+        let total = record["step_total"].as_f64().unwrap();
+        assert!((parts - total).abs() <= 1e-12 * total, "step_total {total} != sum of block kinds {parts}");
         for key in ["loss", "activation_coupling", "preactivation_coupling"] {
             assert!(record["objective_terms"][key].is_number(), "objective_terms lacks {key}: {record}");
         }
@@ -273,6 +278,18 @@ fn small_run_writes_record() {
     let second = iterations[1]["objective"].as_f64().unwrap();
     assert!(first <= initial * (1.0 + 1e-6), "objective rose from {initial} to {first} in iteration 1");
     assert!(second <= first * (1.0 + 1e-6), "objective rose from {first} to {second} in iteration 2");
+
+    // k * min_{j<=k} ||P^j - P^{j-1}||^2 from the per-iteration totals.
+    let steps: Vec<f64> = iterations.iter().map(|r| r["step_total"].as_f64().unwrap()).collect();
+    for (k, record) in iterations.iter().enumerate() {
+        let expected = (k + 1) as f64 * steps[..=k].iter().copied().fold(f64::INFINITY, f64::min);
+        let got = record["step_min_times_k"].as_f64().unwrap();
+        assert!(
+            (got - expected).abs() <= 1e-12 * expected,
+            "iteration {}: step_min_times_k {got}, expected {expected}",
+            k + 1
+        );
+    }
 
     assert_eq!(summary["kind"], "summary");
     assert_eq!(summary["status"], "completed");
