@@ -309,12 +309,57 @@ fn bench_bandwidth(c: &mut Criterion) {
     group.finish();
 }
 
+/// The output kernels through their tile entry points, as the trainer calls them: one call per
+/// tile of `tiling::DEFAULT_TILE_WIDTH` columns. Short (10-row) columns then run as flat SIMD
+/// runs over groups of columns instead of one call per column.
+fn bench_output_tiles(c: &mut Criterion) {
+    let shape = OUTPUT_LAYER;
+    let tile_columns = bcdnn_kernels::tiling::DEFAULT_TILE_WIDTH;
+    let tile_len = shape.rows * tile_columns;
+    let first = pseudo_random(11, shape.len());
+    let second = pseudo_random(12, shape.len());
+    let third = pseudo_random(13, shape.len());
+    let bias = pseudo_random(14, shape.rows);
+    let labels: Vec<u8> = (0..shape.cols).map(|j| (j * 7 % shape.rows) as u8).collect();
+
+    let mut group = c.benchmark_group("output_v_step");
+    // Reads u and v, writes v.
+    group.throughput(Throughput::Bytes(3 * F32_BYTES * shape.len() as u64));
+    let mut v = first.clone();
+    group.bench_function(BenchmarkId::new("simd_tile", shape.id()), |b| {
+        b.iter(|| {
+            let mut total = OutputVSums::default();
+            for ((v, u), labels) in v.chunks_mut(tile_len).zip(second.chunks(tile_len)).zip(labels.chunks(tile_columns))
+            {
+                total.add(simd::output_v_step_tile(v, u, labels, shape.rows, GAMMA, ALPHA));
+            }
+            black_box(total)
+        })
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("output_u_step");
+    // Reads u, p and v, writes u.
+    group.throughput(Throughput::Bytes(4 * F32_BYTES * shape.len() as u64));
+    let mut u = first;
+    group.bench_function(BenchmarkId::new("simd_tile", shape.id()), |b| {
+        b.iter(|| {
+            let mut total = USums::default();
+            for ((u, p), v) in u.chunks_mut(tile_len).zip(second.chunks(tile_len)).zip(third.chunks(tile_len)) {
+                total.add(simd::output_u_step_tile(u, p, &bias, v, GAMMA, RHO));
+            }
+            black_box(total)
+        })
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .sample_size(10)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = bench_bandwidth, bench_kernels
+    targets = bench_bandwidth, bench_kernels, bench_output_tiles
 }
 criterion_main!(benches);

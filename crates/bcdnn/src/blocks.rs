@@ -9,6 +9,7 @@
 
 use crate::config::LayerParams;
 use crate::workspace::Workspace;
+use bcdnn_kernels::elementwise::USums;
 use bcdnn_kernels::matrix::{columns_view, slice_view, slice_view_mut};
 use bcdnn_kernels::products::{gram_lower, matmul, reduce_column_chunks};
 use bcdnn_kernels::spd::NotPositiveDefinite;
@@ -31,14 +32,10 @@ pub(crate) fn output_activation<T: Real>(
     let rows = v.rows();
     let (gamma, alpha) = (T::from_f64(params.gamma), T::from_f64(params.alpha));
     for_each_tile_mut(grid, v.as_mut_slice(), rows, &mut ws.partials, &ws.scratch, |columns, tile, _| {
-        let mut sums = [0.0; 4];
-        for (offset, v_col) in tile.chunks_exact_mut(rows).enumerate() {
-            let j = columns.start + offset;
-            let s = T::output_v_step(v_col, u.col(j), labels[j] as usize, gamma, alpha);
-            sums[0] += s.loss;
-            sums[1] += s.step;
-        }
-        sums
+        let start = columns.start * rows;
+        let s =
+            T::output_v_step_tile(tile, &u.as_slice()[start..start + tile.len()], &labels[columns], rows, gamma, alpha);
+        [s.loss, s.step, 0.0, 0.0]
     });
     sum_partials(&ws.partials, grid.count())
 }
@@ -81,19 +78,20 @@ pub(crate) fn preactivation<T: Real>(
         );
 
         // Fused epilogue: U = prox(...) while accumulating the objective terms
-        let mut sums = [0.0; 4];
-        for (offset, (u_col, p_col)) in tile.chunks_exact_mut(rows).zip(product.chunks_exact(rows)).enumerate() {
-            let j = columns.start + offset;
-            let s = if output_layer {
-                T::output_u_step(u_col, p_col, bias, v.col(j), gamma, rho)
-            } else {
-                T::hidden_u_step_relu(u_col, p_col, bias, v.col(j), rho, alpha, gamma)
-            };
-            sums[0] += s.coupling_old;
-            sums[1] += s.link_new;
-            sums[2] += s.step;
-        }
-        sums
+        let start = columns.start * rows;
+        let v_tile = &v.as_slice()[start..start + tile.len()];
+        let s = if output_layer {
+            T::output_u_step_tile(tile, product, bias, v_tile, gamma, rho)
+        } else {
+            let mut s = USums::default();
+            for ((u_col, p_col), a_col) in
+                tile.chunks_exact_mut(rows).zip(product.chunks_exact(rows)).zip(v_tile.chunks_exact(rows))
+            {
+                s.add(T::hidden_u_step_relu(u_col, p_col, bias, a_col, rho, alpha, gamma));
+            }
+            s
+        };
+        [s.coupling_old, s.link_new, s.step, 0.0]
     });
     sum_partials(&ws.partials, grid.count())
 }

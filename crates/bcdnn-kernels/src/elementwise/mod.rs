@@ -99,6 +99,34 @@ pub trait Elementwise: Sized + Copy {
 
     /// `v = x + beta y`; returns `||v_new - v_old||^2`.
     fn combine_with_step(v: &mut [Self], x: &[Self], y: &[Self], beta: Self) -> f64;
+
+    /// [`Elementwise::output_v_step`] on every column of a tile: `v` and `u` hold
+    /// `labels.len()` columns of `rows` entries. Returns the sums over the tile.
+    fn output_v_step_tile(
+        v: &mut [Self],
+        u: &[Self],
+        labels: &[u8],
+        rows: usize,
+        gamma: Self,
+        alpha: Self,
+    ) -> OutputVSums {
+        let mut total = OutputVSums::default();
+        for ((v, u), &label) in v.chunks_exact_mut(rows.max(1)).zip(u.chunks_exact(rows.max(1))).zip(labels) {
+            total.add(Self::output_v_step(v, u, label as usize, gamma, alpha));
+        }
+        total
+    }
+
+    /// [`Elementwise::output_u_step`] on every column of a tile: `u`, `p` and `v` hold
+    /// columns of `bias.len()` entries. Returns the sums over the tile.
+    fn output_u_step_tile(u: &mut [Self], p: &[Self], bias: &[Self], v: &[Self], gamma: Self, rho: Self) -> USums {
+        let rows = bias.len().max(1);
+        let mut total = USums::default();
+        for ((u, p), v) in u.chunks_exact_mut(rows).zip(p.chunks_exact(rows)).zip(v.chunks_exact(rows)) {
+            total.add(Self::output_u_step(u, p, bias, v, gamma, rho));
+        }
+        total
+    }
 }
 
 /// Index of the largest entry (the first one on ties); 0 for an empty slice.
@@ -171,6 +199,19 @@ impl Elementwise for f32 {
     }
     fn output_v_step(v: &mut [Self], u: &[Self], label: usize, gamma: Self, alpha: Self) -> OutputVSums {
         simd::output_v_step(v, u, label, gamma, alpha)
+    }
+    fn output_v_step_tile(
+        v: &mut [Self],
+        u: &[Self],
+        labels: &[u8],
+        rows: usize,
+        gamma: Self,
+        alpha: Self,
+    ) -> OutputVSums {
+        simd::output_v_step_tile(v, u, labels, rows, gamma, alpha)
+    }
+    fn output_u_step_tile(u: &mut [Self], p: &[Self], bias: &[Self], v: &[Self], gamma: Self, rho: Self) -> USums {
+        simd::output_u_step_tile(u, p, bias, v, gamma, rho)
     }
     fn output_u_step(u: &mut [Self], p: &[Self], bias: &[Self], v: &[Self], gamma: Self, rho: Self) -> USums {
         simd::output_u_step(u, p, bias, v, gamma, rho)

@@ -705,3 +705,169 @@ impl WithSimd for CombineWithStep<'_> {
         reduce(simd, step)
     }
 }
+
+/// Columns per group in the short-column tile kernels: a group of `SHORT_GROUP` columns of
+/// `rows < MIN_SIMD_LEN` entries is processed as one flat run of vectors.
+const SHORT_GROUP: usize = MIN_SIMD_LEN;
+
+/// Longest flat run of a group: `SHORT_GROUP` columns of at most `MIN_SIMD_LEN - 1` entries.
+const SHORT_RUN: usize = SHORT_GROUP * (MIN_SIMD_LEN - 1);
+
+/// Output activation update of a whole tile of short columns (`rows < MIN_SIMD_LEN`, the
+/// output layer); see [`output_v_step_tile`].
+pub(super) struct OutputVStepShortTile<'a> {
+    pub v: &'a mut [f32],
+    pub u: &'a [f32],
+    pub labels: &'a [u8],
+    pub rows: usize,
+    pub gamma: f32,
+    pub alpha: f32,
+}
+
+impl WithSimd for OutputVStepShortTile<'_> {
+    type Output = OutputVSums;
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) -> OutputVSums {
+        let coefficients = OutputVCoefficients::<S> {
+            gamma: simd.splat_f32s(self.gamma),
+            alpha: simd.splat_f32s(self.alpha),
+            scale: simd.splat_f32s(1.0 / (1.0 + self.gamma + self.alpha)),
+        };
+        let zero = simd.splat_f32s(0.0);
+        let rows = self.rows;
+        let mut total = OutputVSums::default();
+        let mut one_hot = [0.0f32; SHORT_RUN];
+
+        // Each group of columns is one flat run with its one-hot targets written into a
+        // buffer, so a vector spans several columns and no call handles only 10 entries.
+        for ((v, u), labels) in self
+            .v
+            .chunks_mut(SHORT_GROUP * rows)
+            .zip(self.u.chunks(SHORT_GROUP * rows))
+            .zip(self.labels.chunks(SHORT_GROUP))
+        {
+            let y = &mut one_hot[..v.len()];
+            y.fill(0.0);
+            for (column, &label) in labels.iter().enumerate() {
+                if (label as usize) < rows {
+                    y[column * rows + label as usize] = 1.0;
+                }
+            }
+            let mut sums = OutputVLanes::<S> { loss: zero, step: zero };
+            let (v_head, v_tail) = S::as_mut_simd_f32s(v);
+            let (u_head, u_tail) = S::as_simd_f32s(u);
+            let (y_head, y_tail) = S::as_simd_f32s(y);
+            for ((v, &u), &y) in v_head.iter_mut().zip(u_head).zip(y_head) {
+                *v = coefficients.update(simd, *v, u, y, &mut sums);
+            }
+            let old = simd.partial_load_f32s(v_tail);
+            let new = coefficients.update(
+                simd,
+                old,
+                simd.partial_load_f32s(u_tail),
+                simd.partial_load_f32s(y_tail),
+                &mut sums,
+            );
+            simd.partial_store_f32s(v_tail, new);
+            total.add(OutputVSums { loss: reduce(simd, sums.loss), step: reduce(simd, sums.step) });
+        }
+        total
+    }
+}
+
+/// Output pre-activation update of a whole tile of short columns; see [`output_u_step_tile`].
+pub(super) struct OutputUStepShortTile<'a> {
+    pub u: &'a mut [f32],
+    pub p: &'a [f32],
+    pub bias: &'a [f32],
+    pub v: &'a [f32],
+    pub gamma: f32,
+    pub rho: f32,
+}
+
+impl WithSimd for OutputUStepShortTile<'_> {
+    type Output = USums;
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) -> USums {
+        let coefficients = OutputUCoefficients::<S> {
+            gamma: simd.splat_f32s(self.gamma),
+            rho: simd.splat_f32s(self.rho),
+            scale: simd.splat_f32s(1.0 / (self.gamma + self.rho)),
+        };
+        let rows = self.bias.len();
+        let run = SHORT_GROUP * rows;
+
+        // The bias repeated once per column of a group; every group starts at a column start.
+        let mut pattern = [0.0f32; SHORT_RUN];
+        for column in pattern[..run].chunks_exact_mut(rows) {
+            column.copy_from_slice(self.bias);
+        }
+
+        let mut total = USums::default();
+        for (((u, p), v), bias) in self
+            .u
+            .chunks_mut(run)
+            .zip(self.p.chunks(run))
+            .zip(self.v.chunks(run))
+            .zip(std::iter::repeat(&pattern[..run]))
+        {
+            let bias = &bias[..u.len()];
+            let mut sums = ULanes::<S>::new(simd);
+            let (u_head, u_tail) = S::as_mut_simd_f32s(u);
+            let (p_head, p_tail) = S::as_simd_f32s(p);
+            let (b_head, b_tail) = S::as_simd_f32s(bias);
+            let (v_head, v_tail) = S::as_simd_f32s(v);
+            for (((u, &p), &b), &v) in u_head.iter_mut().zip(p_head).zip(b_head).zip(v_head) {
+                *u = coefficients.update(simd, *u, p, b, v, &mut sums);
+            }
+            let old = simd.partial_load_f32s(u_tail);
+            let new = coefficients.update(
+                simd,
+                old,
+                simd.partial_load_f32s(p_tail),
+                simd.partial_load_f32s(b_tail),
+                simd.partial_load_f32s(v_tail),
+                &mut sums,
+            );
+            simd.partial_store_f32s(u_tail, new);
+            total.add(sums.reduce(simd));
+        }
+        total
+    }
+}
+
+/// [`output_v_step`] on every column of a tile: `v` and `u` hold `labels.len()` columns of
+/// `rows` entries. Columns shorter than one SIMD register are processed as flat runs of
+/// several columns, which avoids a call per column of the 10-row output layer.
+pub fn output_v_step_tile(v: &mut [f32], u: &[f32], labels: &[u8], rows: usize, gamma: f32, alpha: f32) -> OutputVSums {
+    check_lengths("output_v_step_tile", v.len(), &[("u", u.len()), ("labels x rows", labels.len() * rows)]);
+    if rows >= MIN_SIMD_LEN || rows == 0 {
+        let mut total = OutputVSums::default();
+        for ((v, u), &label) in v.chunks_exact_mut(rows.max(1)).zip(u.chunks_exact(rows.max(1))).zip(labels) {
+            total.add(output_v_step(v, u, label as usize, gamma, alpha));
+        }
+        return total;
+    }
+    arch().dispatch(OutputVStepShortTile { v, u, labels, rows, gamma, alpha })
+}
+
+/// [`output_u_step`] on every column of a tile: `u`, `p` and `v` hold columns of
+/// `bias.len()` entries. Short columns are processed as flat runs, as in
+/// [`output_v_step_tile`].
+pub fn output_u_step_tile(u: &mut [f32], p: &[f32], bias: &[f32], v: &[f32], gamma: f32, rho: f32) -> USums {
+    let rows = bias.len();
+    check_lengths("output_u_step_tile", u.len(), &[("p", p.len()), ("v", v.len())]);
+    if rows >= MIN_SIMD_LEN || rows == 0 {
+        let mut total = USums::default();
+        for ((u, p), v) in
+            u.chunks_exact_mut(rows.max(1)).zip(p.chunks_exact(rows.max(1))).zip(v.chunks_exact(rows.max(1)))
+        {
+            total.add(output_u_step(u, p, bias, v, gamma, rho));
+        }
+        return total;
+    }
+    assert_eq!(u.len() % rows, 0, "output_u_step_tile: {} entries are not whole columns of {rows}", u.len());
+    arch().dispatch(OutputUStepShortTile { u, p, bias, v, gamma, rho })
+}
