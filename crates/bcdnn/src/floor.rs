@@ -7,7 +7,7 @@ use faer::{MatMut, MatRef, Par};
 use serde::Serialize;
 use std::time::Instant;
 
-/// How a product reads its operands.
+/// Operand layout of a product.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum ProductKind {
     /// `C (m x n) = A (m x k) B (k x n)`.
@@ -21,7 +21,7 @@ pub enum ProductKind {
 /// One product of an iteration.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ProductShape {
-    /// What the product computes, in the notation of the formulas (`W_2 V_1`, `U_3 V_2^T`).
+    /// The product in the notation of the formulas (`W_2 V_1`, `U_3 V_2^T`).
     pub name: String,
     pub kind: ProductKind,
     pub m: usize,
@@ -38,7 +38,7 @@ impl ProductShape {
     }
 }
 
-/// The products over the `n` sample columns of one backward-order iteration, as the trainer
+/// Lists the products over the `n` sample columns of one backward-order iteration, as the trainer
 /// performs them (products of `d x d` matrices, factorisations and solves excluded). Layers
 /// are numbered from 1 as in the formulas.
 pub fn iteration_products(widths: &[usize], n: usize) -> Vec<ProductShape> {

@@ -45,7 +45,7 @@ impl Block {
     }
 }
 
-/// Why training cannot start or continue.
+/// Error that stops training from starting or continuing.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     #[error(transparent)]
@@ -70,7 +70,7 @@ pub enum TrainError {
     ThreadPool(#[from] rayon::ThreadPoolBuildError),
 }
 
-/// What one `step()` did.
+/// Report of one `step()`: times, step lengths and the previous objective.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
 pub struct StepReport {
     /// Iterations completed, this one included (the first `step()` reports 1).
