@@ -309,7 +309,7 @@ fn bench_bandwidth(c: &mut Criterion) {
     group.finish();
 }
 
-/// The output kernels through their tile entry points, as the trainer calls them: one call per
+/// Benchmarks the output kernels through their tile entry points, as the trainer calls them: one call per
 /// tile of `tiling::DEFAULT_TILE_WIDTH` columns. Short (10-row) columns then run as flat SIMD
 /// runs over groups of columns instead of one call per column.
 fn bench_output_tiles(c: &mut Criterion) {

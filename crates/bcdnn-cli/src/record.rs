@@ -75,7 +75,7 @@ impl RecordWriter {
         Ok(RecordWriter { final_path: path.to_path_buf(), temp_path, file: Some(file), overwrite, lines: 0 })
     }
 
-    /// Path of the temporary file that holds the lines until [`RecordWriter::finish`].
+    /// Path of the temporary file that contains the lines until [`RecordWriter::finish`].
     pub fn temp_path(&self) -> &Path {
         &self.temp_path
     }
@@ -206,7 +206,7 @@ pub struct IterationRecord {
     pub elapsed_seconds: f64,
 }
 
-/// How a run ended.
+/// Final status of a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {

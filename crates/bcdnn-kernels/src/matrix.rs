@@ -35,7 +35,7 @@ impl<T> ColMatrix<T> {
         self.cols
     }
 
-    /// All entries, column after column.
+    /// Returns all entries, column after column.
     pub fn as_slice(&self) -> &[T] {
         &self.data
     }
@@ -53,7 +53,7 @@ impl<T> ColMatrix<T> {
         &mut self.data[j * self.rows..(j + 1) * self.rows]
     }
 
-    /// A faer view of the whole matrix.
+    /// Returns a faer view of the whole matrix.
     pub fn view(&self) -> MatRef<'_, T> {
         MatRef::from_column_major_slice(&self.data, self.rows, self.cols)
     }

@@ -61,7 +61,7 @@ pub fn column_chunks_scratch_len(rows: usize, cols: usize, chunks: usize) -> usi
 /// Computes `out = sum_c f(c)` where `f` writes the contribution of sample columns
 /// `chunk_range(c)` (a `rows x cols` product over that chunk) into its own buffer.
 ///
-/// The `n` sample columns are split into `chunks` contiguous chunks (one per thread), each
+/// The `n` sample columns are split into `chunks` contiguous chunks, one per thread. Each
 /// chunk's product runs sequentially on its own thread, and the partial results are added in
 /// chunk order, so the result is bitwise reproducible for a fixed chunk count. This keeps
 /// faer's own threading (which allocates per call) out of the iteration.

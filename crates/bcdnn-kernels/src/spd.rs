@@ -1,9 +1,9 @@
 //! Symmetric positive definite systems, factorised by Cholesky in `f64`.
 //!
 //! The BCD block solves are small (`d x d` with `d` a layer width) next to the `d x n`
-//! products around them, so they run in `f64`: the Gram matrices of the weight update have
-//! condition numbers up to `rho lambda_max(G) / alpha`, which can exceed `1e6` on real data,
-//! where an `f32` factorisation would lose most of its digits.
+//! products around them, so they run in `f64` at little cost. The Gram matrices of the weight
+//! update have condition numbers up to `rho lambda_max(G) / alpha`, which can exceed `1e6` on
+//! real data, where an `f32` factorisation would lose most of its digits.
 
 use faer::dyn_stack::{MemBuffer, MemStack, StackReq};
 use faer::linalg::cholesky::llt;
@@ -37,7 +37,8 @@ impl SpdFactor {
         self.dim
     }
 
-    /// The matrix to factorise, `dim x dim`. Fill its lower triangle, then call [`Self::factor`].
+    /// Returns the `dim x dim` matrix to factorise. Fill its lower triangle, then call
+    /// [`Self::factor`].
     pub fn matrix_mut(&mut self, dim: usize) -> MatMut<'_, f64> {
         assert!(dim <= self.l.nrows(), "dimension {dim} exceeds the allocated {}", self.l.nrows());
         self.dim = dim;
@@ -57,7 +58,7 @@ impl SpdFactor {
         })
     }
 
-    /// The factor `L` (lower triangle meaningful).
+    /// Returns the factor `L`; only its lower triangle is meaningful.
     pub fn factor_ref(&self) -> MatRef<'_, f64> {
         self.l.as_ref().submatrix(0, 0, self.dim, self.dim)
     }

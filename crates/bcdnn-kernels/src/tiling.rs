@@ -40,8 +40,9 @@ impl TileGrid {
 
 /// Scratch buffers, one slot per worker thread of the pool that runs the tiles.
 ///
-/// A slot is picked by `rayon::current_thread_index()`, so within one pool no two threads
-/// share a slot and the mutex is never contended; it only makes sharing the buffers sound.
+/// A slot is picked by `rayon::current_thread_index()`. Inside a pool of at most as many
+/// threads as slots, no two threads share a slot, so the mutex is uncontended and only makes
+/// sharing the buffers sound. Calls from outside such a pool share slot 0 and wait for it.
 pub struct ThreadScratch<T> {
     slots: Vec<Mutex<Vec<T>>>,
 }
@@ -58,7 +59,8 @@ impl<T: Copy + Default> ThreadScratch<T> {
         self.slots[0].lock().map(|s| s.len()).unwrap_or(0)
     }
 
-    /// Runs `f` on the calling thread's slot.
+    /// Runs `f` on the calling thread's slot. `f` must not start rayon work: a stolen job that
+    /// asks for the same slot would wait forever on the lock this thread holds.
     pub fn with_slot<R>(&self, f: impl FnOnce(&mut [T]) -> R) -> R {
         let index = rayon::current_thread_index().unwrap_or(0) % self.slots.len();
         let mut slot = self.slots[index].lock().unwrap_or_else(|poisoned| poisoned.into_inner());

@@ -1,4 +1,6 @@
-//! Trains the paper's three-hidden-layer network on MNIST through the library API.
+//! Trains the 784-1500-1500-1500-10 ReLU network (alpha = 5) of Zeng, Lau, Lin and Yao,
+//! "Global Convergence of Block Coordinate Descent in Deep Learning" (ICML 2019), on MNIST
+//! through the library API.
 //!
 //! `cargo run --release -p bcdnn --example train_mnist -- [ITERATIONS] [TRAIN_SAMPLES]`
 

@@ -193,7 +193,7 @@ impl<'a, T: Real> Trainer<'a, T> {
         Ok(trainer)
     }
 
-    /// The configuration the trainer was built with.
+    /// Returns the configuration the trainer was built with.
     pub fn config(&self) -> &Config {
         &self.config
     }
@@ -231,7 +231,7 @@ impl<'a, T: Real> Trainer<'a, T> {
         (&mut self.network, &mut self.u, &mut self.v)
     }
 
-    /// The block order of one iteration.
+    /// Returns the block order of one iteration.
     pub fn schedule(&self) -> &[Block] {
         &self.schedule
     }
@@ -302,10 +302,7 @@ impl<'a, T: Real> Trainer<'a, T> {
         let n = self.labels.len();
         let grid = TileGrid::new(n, self.config.tile_width);
         let threads = self.threads;
-        let input: &[T] = match &self.converted_input {
-            Some(m) => m.as_slice(),
-            None => T::borrow_f32(self.features).expect("f32 input is borrowed"),
-        };
+        let input = input_matrix(self.features, self.converted_input.as_ref());
         let layer = block.layer();
         assert!(layer < depth, "block {block:?} is outside a network of {depth} layers");
         let params: LayerParams = self.config.layers[layer];
@@ -371,10 +368,7 @@ impl<'a, T: Real> Trainer<'a, T> {
     /// Evaluates every term of `Lbar` at the current iterate explicitly (one product per
     /// layer over the training set).
     pub fn objective(&mut self) -> ObjectiveTerms {
-        let input: &[T] = match &self.converted_input {
-            Some(m) => m.as_slice(),
-            None => T::borrow_f32(self.features).expect("f32 input is borrowed"),
-        };
+        let input = input_matrix(self.features, self.converted_input.as_ref());
         let (network, params, labels, u, v) = (&self.network, &self.config.layers, self.labels, &self.u, &self.v);
         let tile_width = self.config.tile_width;
         let ws = &mut self.ws;
@@ -435,10 +429,7 @@ fn initialise_state_and_input_gram<T: Real>(
 ) {
     let grid = TileGrid::new(n, config.tile_width);
     let depth = network.depth();
-    let input: &[T] = match converted_input {
-        Some(m) => m.as_slice(),
-        None => T::borrow_f32(features).expect("f32 input is borrowed"),
-    };
+    let input = input_matrix(features, converted_input);
     for layer in 0..depth {
         let rows = config.widths[layer + 1];
         let cols = config.widths[layer];
@@ -474,4 +465,13 @@ fn initialise_state_and_input_gram<T: Real>(
     }
     let x = columns_view(input, config.widths[0], 0..n);
     blocks::augmented_gram(&mut ws.input_gram, x, &ws.ones, &mut ws.chunk_scratch, threads);
+}
+
+/// Returns `X` as `T`: the converted copy when there is one, else the `f32` features borrowed
+/// (the trainer makes a copy exactly when `T` cannot borrow `f32` data).
+fn input_matrix<'x, T: Real>(features: &'x [f32], converted: Option<&'x ColMatrix<T>>) -> &'x [T] {
+    match converted {
+        Some(matrix) => matrix.as_slice(),
+        None => T::borrow_f32(features).expect("the trainer converts the input whenever T is not f32"),
+    }
 }

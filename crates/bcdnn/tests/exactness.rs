@@ -40,8 +40,8 @@ fn set_block_values(trainer: &mut Trainer<f64>, block: Block, values: &[f64]) {
 }
 
 /// Proximal weight of a block: `alpha` for weights, hidden pre-activations and the output
-/// activations; none for hidden activations and the output pre-activations, which are
-/// strongly convex on their own.
+/// activations. Hidden activations and the output pre-activations have none, because they
+/// are strongly convex on their own.
 fn proximal_weight(config: &Config, block: Block) -> f64 {
     let output = block.layer() + 1 == config.depth();
     match block {

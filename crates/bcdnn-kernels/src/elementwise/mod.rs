@@ -72,7 +72,7 @@ pub trait Elementwise: Sized + Copy {
     fn output_v_step(v: &mut [Self], u: &[Self], label: usize, gamma: Self, alpha: Self) -> OutputVSums;
 
     /// Output pre-activation update `u = (gamma v + rho (p + bias)) / (gamma + rho)`, where `p`
-    /// holds `W_N V_{N-1}` for this column. `link_new` is `||v - u_new||^2`.
+    /// contains `W_N V_{N-1}` for this column. `link_new` is `||v - u_new||^2`.
     fn output_u_step(u: &mut [Self], p: &[Self], bias: &[Self], v: &[Self], gamma: Self, rho: Self) -> USums;
 
     /// Hidden ReLU pre-activation update. With `P = p + bias` and

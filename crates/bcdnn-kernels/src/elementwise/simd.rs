@@ -710,7 +710,7 @@ impl WithSimd for CombineWithStep<'_> {
 /// `rows < MIN_SIMD_LEN` entries is processed as one flat run of vectors.
 const SHORT_GROUP: usize = MIN_SIMD_LEN;
 
-/// Longest flat run of a group: `SHORT_GROUP` columns of at most `MIN_SIMD_LEN - 1` entries.
+/// Maximum length of the flat run of one group: `SHORT_GROUP` columns of at most `MIN_SIMD_LEN - 1` entries.
 const SHORT_RUN: usize = SHORT_GROUP * (MIN_SIMD_LEN - 1);
 
 /// Output activation update of a whole tile of short columns (`rows < MIN_SIMD_LEN`, the
