@@ -15,6 +15,7 @@
 
 pub mod elementwise;
 pub mod matrix;
+pub mod model;
 pub mod products;
 pub mod real;
 pub mod spd;

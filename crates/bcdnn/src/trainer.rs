@@ -85,6 +85,9 @@ pub struct StepReport {
     pub step_w: f64,
     pub step_u: f64,
     pub step_v: f64,
+    /// Largest increase of `Lbar` caused by any single block update of this step (0 when
+    /// every block decreased it, as exact minimisation guarantees up to rounding).
+    pub largest_block_increase: f64,
     /// The terms of `Lbar` at the iterate before this step, accumulated inside this step's
     /// elementwise passes at no extra cost (backward order only).
     pub previous_objective: Option<ObjectiveTerms>,
