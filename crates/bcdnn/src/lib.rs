@@ -36,8 +36,9 @@ pub mod sgd;
 pub mod trainer;
 mod workspace;
 
-pub use config::{Config, ConfigBuilder, ConfigError, LayerParams};
+pub use bcdnn_kernels::model::{Activation, ActivationRegulariser, Loss, LossScale, WeightRegulariser};
+pub use config::{Algorithm, Block, Config, ConfigBuilder, ConfigError, InnerSolve, LayerParams, UpdateOrder};
 pub use network::{Evaluation, Network};
 pub use objective::ObjectiveTerms;
 pub use sgd::{SgdConfig, SgdConfigError, SgdEpochReport, SgdError, SgdTrainer};
-pub use trainer::{Block, StepReport, TrainError, Trainer};
+pub use trainer::{StepReport, TrainError, Trainer};

@@ -1,6 +1,7 @@
 //! The trainer: state, workspace and thread pool, and one BCD iteration per `step()`.
 
 use crate::blocks;
+pub use crate::config::Block;
 use crate::config::{Config, ConfigError, LayerParams};
 use crate::network::{evaluate_tiled, predict_tiled, Evaluation, Network};
 use crate::objective::{evaluate_objective, ObjectiveTerms};
@@ -14,36 +15,6 @@ use bcdnn_kernels::{ColMatrix, Real};
 use faer::Par;
 use serde::Serialize;
 use std::time::Instant;
-
-/// One block of the three-splitting BCD, with its 0-based layer index (`0` is the first
-/// hidden layer, `depth - 1` the output layer).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub enum Block {
-    /// Activations `V_l` (the output `V_N` for the last layer).
-    Activation(usize),
-    /// Pre-activations `U_l`.
-    PreActivation(usize),
-    /// Weights and bias `(W_l, b_l)`, updated jointly.
-    Weights(usize),
-}
-
-impl Block {
-    /// Short name of the block kind: `"V"`, `"U"` or `"W"`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Block::Activation(_) => "V",
-            Block::PreActivation(_) => "U",
-            Block::Weights(_) => "W",
-        }
-    }
-
-    /// 0-based layer index.
-    pub fn layer(&self) -> usize {
-        match *self {
-            Block::Activation(l) | Block::PreActivation(l) | Block::Weights(l) => l,
-        }
-    }
-}
 
 /// Error that stops training from starting or continuing.
 #[derive(Debug, thiserror::Error)]
