@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use bcdnn_kernels::matrix::{columns_view, slice_view, slice_view_mut};
 use bcdnn_kernels::products::{column_chunks_scratch_len, gram_lower, matmul, reduce_column_chunks};
-use bcdnn_kernels::tiling::{for_each_tile_mut, Partial, ThreadScratch, TileGrid, DEFAULT_TILE_WIDTH};
+use bcdnn_kernels::tiling::{for_each_tile_mut, Partial, ThreadScratch, TileGrid, DEFAULT_TILE_WIDTH, PARTIAL_LEN};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
 use faer::{MatMut, Par};
 use rand::{Rng, SeedableRng};
@@ -101,7 +101,7 @@ fn tiled_matmul(product: &mut Product, partials: &mut [Partial], scratch: &Threa
     let rhs = product.rhs.as_slice();
     for_each_tile_mut(grid, &mut product.out, m, partials, scratch, |columns, tile, _| {
         matmul(slice_view_mut(tile, m), false, lhs, columns_view(rhs, k, columns), 1.0, Par::Seq);
-        [0.0; 4]
+        [0.0; PARTIAL_LEN]
     });
 }
 
@@ -173,7 +173,7 @@ fn bench_layer(c: &mut Criterion) {
         })
     });
 
-    let mut partials = vec![[0.0; 4]; SAMPLES.div_ceil(DEFAULT_TILE_WIDTH)];
+    let mut partials = vec![[0.0; PARTIAL_LEN]; SAMPLES.div_ceil(DEFAULT_TILE_WIDTH)];
     let scratch = ThreadScratch::new(THREADS, 0);
     group.bench_function(BenchmarkId::new("tiled", &id), |b| {
         pool.install(|| {

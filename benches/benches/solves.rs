@@ -28,7 +28,7 @@ use std::time::Duration;
 use bcdnn_kernels::matrix::{columns_view, slice_view, slice_view_mut};
 use bcdnn_kernels::products::{gram_lower, matmul};
 use bcdnn_kernels::spd::SpdFactor;
-use bcdnn_kernels::tiling::{for_each_tile_mut, Partial, ThreadScratch, TileGrid, DEFAULT_TILE_WIDTH};
+use bcdnn_kernels::tiling::{for_each_tile_mut, Partial, ThreadScratch, TileGrid, DEFAULT_TILE_WIDTH, PARTIAL_LEN};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
 use faer::dyn_stack::{MemBuffer, MemStack, StackReq};
 use faer::linalg::cholesky::llt;
@@ -378,7 +378,7 @@ impl ActivationProblem {
                     matmul(slice_view_mut(tile, d), false, w.transpose(), slice_view(k, dn), 1.0, Par::Seq);
                 }
             }
-            [0.0; 4]
+            [0.0; PARTIAL_LEN]
         });
     }
 }
@@ -391,7 +391,7 @@ fn bench_activation(c: &mut Criterion) {
     // d_next = 10. The direct form on d_next = 10 shows what the Woodbury form saves.
     let cases = [(1500, ActivationForm::Direct), (10, ActivationForm::Woodbury), (10, ActivationForm::Direct)];
     let tiles = SAMPLES.div_ceil(DEFAULT_TILE_WIDTH);
-    let mut partials = vec![[0.0; 4]; tiles];
+    let mut partials = vec![[0.0; PARTIAL_LEN]; tiles];
 
     for (d_next, form) in cases {
         let mut problem = ActivationProblem::new(d, d_next);

@@ -73,8 +73,18 @@ impl<T: Copy + Default> ThreadScratch<T> {
     }
 }
 
-/// Per-tile partial sums of up to four quantities.
-pub type Partial = [f64; 4];
+/// Number of quantities a tile's partial sums can carry.
+pub const PARTIAL_LEN: usize = 16;
+
+/// Per-tile partial sums of up to [`PARTIAL_LEN`] quantities.
+pub type Partial = [f64; PARTIAL_LEN];
+
+/// A [`Partial`] holding `values` first and zeros after them.
+pub fn partial(values: &[f64]) -> Partial {
+    let mut out = [0.0; PARTIAL_LEN];
+    out[..values.len()].copy_from_slice(values);
+    out
+}
 
 /// Runs `f` on every tile of `out` (a column-major matrix with `rows` rows) in parallel and
 /// stores each tile's partial sums in `partials[t]`.
@@ -119,9 +129,9 @@ where
 
 /// Sums the first `count` partials in tile order.
 pub fn sum_partials(partials: &[Partial], count: usize) -> Partial {
-    let mut total = [0.0; 4];
+    let mut total = [0.0; PARTIAL_LEN];
     for p in &partials[..count] {
-        for k in 0..4 {
+        for k in 0..PARTIAL_LEN {
             total[k] += p[k];
         }
     }

@@ -13,7 +13,7 @@ use bcdnn_kernels::elementwise::USums;
 use bcdnn_kernels::matrix::{columns_view, slice_view, slice_view_mut};
 use bcdnn_kernels::products::{gram_lower, matmul, reduce_column_chunks};
 use bcdnn_kernels::spd::NotPositiveDefinite;
-use bcdnn_kernels::tiling::{for_each_tile_mut, sum_partials, Partial, TileGrid};
+use bcdnn_kernels::tiling::{for_each_tile_mut, partial, sum_partials, Partial, TileGrid};
 use bcdnn_kernels::{ColMatrix, Real};
 use faer::{MatRef, Par};
 
@@ -35,7 +35,7 @@ pub(crate) fn output_activation<T: Real>(
         let start = columns.start * rows;
         let s =
             T::output_v_step_tile(tile, &u.as_slice()[start..start + tile.len()], &labels[columns], rows, gamma, alpha);
-        [s.loss, s.step, 0.0, 0.0]
+        partial(&[s.loss, s.step])
     });
     sum_partials(&ws.partials, grid.count())
 }
@@ -91,7 +91,7 @@ pub(crate) fn preactivation<T: Real>(
             }
             s
         };
-        [s.coupling_old, s.link_new, s.step, 0.0]
+        partial(&[s.coupling_old, s.link_new, s.step])
     });
     sum_partials(&ws.partials, grid.count())
 }
@@ -360,7 +360,7 @@ fn hidden_activation_direct<T: Real>(
         for (v_col, s2_col) in tile.chunks_exact_mut(d).zip(s2.chunks_exact(d)) {
             step += T::assign_with_step(v_col, s2_col);
         }
-        [step, 0.0, 0.0, 0.0]
+        partial(&[step])
     });
     Ok(sum_partials(&ws.partials, grid.count())[0])
 }
@@ -440,7 +440,7 @@ fn hidden_activation_woodbury<T: Real>(
         for ((v_col, s3_col), q_col) in tile.chunks_exact_mut(d).zip(s3.chunks_exact(d)).zip(q.chunks_exact(d)) {
             step += T::combine_with_step(v_col, s3_col, q_col, inv_gamma);
         }
-        [step, 0.0, 0.0, 0.0]
+        partial(&[step])
     });
     Ok(sum_partials(&ws.partials, grid.count())[0])
 }

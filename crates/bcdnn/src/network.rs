@@ -3,7 +3,7 @@
 use bcdnn_kernels::elementwise::{argmax, scalar};
 use bcdnn_kernels::matrix::{columns_view, slice_view_mut};
 use bcdnn_kernels::products::matmul;
-use bcdnn_kernels::tiling::{for_each_tile, sum_partials, Partial, ThreadScratch, TileGrid};
+use bcdnn_kernels::tiling::{for_each_tile, partial, sum_partials, Partial, ThreadScratch, TileGrid};
 use bcdnn_kernels::{ColMatrix, Real};
 use faer::Par;
 use rand::SeedableRng;
@@ -169,7 +169,7 @@ pub(crate) fn evaluate_tiled<T: Real>(
             }
             loss += scalar::dist2_one_hot(column, label);
         }
-        [correct, loss, 0.0, 0.0]
+        partial(&[correct, loss])
     });
     let total = sum_partials(partials, grid.count());
     let correct = total[0] as usize;

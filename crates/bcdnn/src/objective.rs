@@ -5,7 +5,7 @@ use crate::network::Network;
 use bcdnn_kernels::elementwise::scalar;
 use bcdnn_kernels::matrix::{columns_view, slice_view_mut};
 use bcdnn_kernels::products::matmul;
-use bcdnn_kernels::tiling::{for_each_tile, sum_partials, Partial, ThreadScratch, TileGrid};
+use bcdnn_kernels::tiling::{for_each_tile, sum_partials, Partial, ThreadScratch, TileGrid, PARTIAL_LEN};
 use bcdnn_kernels::{ColMatrix, Real};
 use faer::Par;
 use serde::Serialize;
@@ -68,7 +68,7 @@ pub(crate) fn evaluate_objective<T: Real>(
                 T::one(),
                 Par::Seq,
             );
-            let mut sums: Partial = [0.0; 4];
+            let mut sums: Partial = [0.0; PARTIAL_LEN];
             for (offset, p) in product.chunks_exact(rows).enumerate() {
                 let j = columns.start + offset;
                 sums[0] += scalar::dist2_shifted(u_l.col(j), p, bias);

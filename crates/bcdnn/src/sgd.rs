@@ -32,7 +32,7 @@ use crate::network::{evaluate_tiled, forward_scratch_len, Evaluation, Network};
 use bcdnn_data::DatasetView;
 use bcdnn_kernels::matrix::{columns_view, slice_view_mut};
 use bcdnn_kernels::products::{matmul, matmul_flops, par_for_flops};
-use bcdnn_kernels::tiling::{Partial, ThreadScratch, DEFAULT_TILE_WIDTH};
+use bcdnn_kernels::tiling::{Partial, ThreadScratch, DEFAULT_TILE_WIDTH, PARTIAL_LEN};
 use bcdnn_kernels::{ColMatrix, Real};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -233,7 +233,7 @@ impl<'a, T: Real> SgdTrainer<'a, T> {
         let capacity = config.batch_size.min(n);
         let buffers = BatchBuffers::new(&config.widths, capacity);
         let eval_scratch = ThreadScratch::new(threads, forward_scratch_len(&config.widths, DEFAULT_TILE_WIDTH));
-        let eval_partials = vec![[0.0; 4]; n.div_ceil(DEFAULT_TILE_WIDTH)];
+        let eval_partials = vec![[0.0; PARTIAL_LEN]; n.div_ceil(DEFAULT_TILE_WIDTH)];
 
         Ok(Self {
             config,
@@ -337,7 +337,7 @@ impl<'a, T: Real> SgdTrainer<'a, T> {
         }
         let tiles = data.n_samples().div_ceil(DEFAULT_TILE_WIDTH);
         if self.eval_partials.len() < tiles {
-            self.eval_partials.resize(tiles, [0.0; 4]);
+            self.eval_partials.resize(tiles, [0.0; PARTIAL_LEN]);
         }
         let (network, scratch, partials) = (&self.network, &self.eval_scratch, &mut self.eval_partials);
         Ok(self

@@ -10,7 +10,7 @@ use bcdnn_data::DatasetView;
 use bcdnn_kernels::matrix::{columns_view, slice_view_mut};
 use bcdnn_kernels::products::matmul;
 use bcdnn_kernels::spd::NotPositiveDefinite;
-use bcdnn_kernels::tiling::{for_each_tile_mut, TileGrid};
+use bcdnn_kernels::tiling::{for_each_tile_mut, partial, Partial, TileGrid, PARTIAL_LEN};
 use bcdnn_kernels::{ColMatrix, Real};
 use faer::Par;
 use serde::Serialize;
@@ -271,7 +271,7 @@ impl<'a, T: Real> Trainer<'a, T> {
     /// Minimises `Lbar` over one block with all others fixed and returns the block's partial
     /// sums (see the functions in `blocks`). Exposed so that tests and custom schedules can
     /// check the objective after every block.
-    pub fn update_block(&mut self, block: Block) -> Result<[f64; 4], TrainError> {
+    pub fn update_block(&mut self, block: Block) -> Result<Partial, TrainError> {
         let depth = self.network.depth();
         let n = self.labels.len();
         let grid = TileGrid::new(n, self.config.tile_width);
@@ -290,7 +290,7 @@ impl<'a, T: Real> Trainer<'a, T> {
         let v_layer = &mut v_rest[0];
         let labels = self.labels;
 
-        let sums = self.pool.install(|| -> Result<[f64; 4], TrainError> {
+        let sums = self.pool.install(|| -> Result<Partial, TrainError> {
             let wrap = |source| TrainError::NotPositiveDefinite { block: block.kind(), layer: layer + 1, source };
             Ok(match block {
                 Block::Activation(_) if output_layer => {
@@ -311,7 +311,7 @@ impl<'a, T: Real> Trainer<'a, T> {
                         threads,
                     )
                     .map_err(wrap)?;
-                    [step, 0.0, 0.0, 0.0]
+                    partial(&[step])
                 }
                 Block::PreActivation(_) => blocks::preactivation(
                     params,
@@ -329,7 +329,7 @@ impl<'a, T: Real> Trainer<'a, T> {
                     let (weights, bias) = network.layer_mut(layer);
                     let step = blocks::weights(params, prev_view, &u[layer], weights, bias, layer == 0, ws, threads)
                         .map_err(wrap)?;
-                    [step, 0.0, 0.0, 0.0]
+                    partial(&[step])
                 }
             })
         })?;
@@ -361,7 +361,7 @@ impl<'a, T: Real> Trainer<'a, T> {
         }
         let tiles = data.n_samples().div_ceil(self.config.tile_width);
         if self.ws.partials.len() < tiles {
-            self.ws.partials.resize(tiles, [0.0; 4]);
+            self.ws.partials.resize(tiles, [0.0; PARTIAL_LEN]);
         }
         let (network, tile_width, ws) = (&self.network, self.config.tile_width, &mut self.ws);
         Ok(self.pool.install(|| {
@@ -423,7 +423,7 @@ fn initialise_state_and_input_gram<T: Real>(
             for column in tile.chunks_exact_mut(rows) {
                 T::add_bias(column, bias);
             }
-            [0.0; 4]
+            [0.0; PARTIAL_LEN]
         });
         let hidden = layer + 1 < depth;
         let u_l = &u[layer];
@@ -434,7 +434,7 @@ fn initialise_state_and_input_gram<T: Real>(
             } else {
                 tile.copy_from_slice(source);
             }
-            [0.0; 4]
+            [0.0; PARTIAL_LEN]
         });
     }
     let x = columns_view(input, config.widths[0], 0..n);

@@ -3,7 +3,7 @@
 use crate::network::forward_scratch_len;
 use bcdnn_kernels::products::column_chunks_scratch_len;
 use bcdnn_kernels::spd::SpdFactor;
-use bcdnn_kernels::tiling::{Partial, ThreadScratch};
+use bcdnn_kernels::tiling::{Partial, ThreadScratch, PARTIAL_LEN};
 use bcdnn_kernels::{ColMatrix, Real};
 use faer::Par;
 
@@ -49,7 +49,7 @@ impl<T: Real> Workspace<T> {
         let d0 = widths[0];
         Self {
             scratch: ThreadScratch::new(threads, slot_len),
-            partials: vec![[0.0; 4]; tiles],
+            partials: vec![[0.0; PARTIAL_LEN]; tiles],
             ones: vec![T::one(); samples],
             gram: ColMatrix::zeros(max_input + 1, max_input + 1),
             cross: ColMatrix::zeros(max_output, max_input + 1),
