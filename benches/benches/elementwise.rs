@@ -87,7 +87,7 @@ impl Operands {
 
 /// The signatures of the kernels, shared by their scalar and SIMD versions.
 type UnaryFn = fn(&mut [f32], &[f32]);
-type OutputVFn = fn(&mut [f32], &[f32], usize, f32, f32) -> OutputVSums;
+type OutputVFn = fn(&mut [f32], &[f32], usize, f32, f32, f32) -> OutputVSums;
 type UStepFn = fn(&mut [f32], &[f32], &[f32], &[f32], f32, f32, f32) -> USums;
 type OutputUFn = fn(&mut [f32], &[f32], &[f32], &[f32], f32, f32) -> USums;
 type ScaledFn = fn(&mut [f32], &[f32], f32);
@@ -141,8 +141,8 @@ impl Kernel {
             Kernel::WithBias(kernel) => pairs.for_each(|(x, _)| kernel(x, bias)),
             Kernel::OutputV(kernel) => {
                 for ((v, u), &label) in pairs.zip(&operands.labels) {
-                    let sums = kernel(v, u, label, GAMMA, ALPHA);
-                    total += sums.loss + sums.step;
+                    let sums = kernel(v, u, label, 1.0, GAMMA, ALPHA);
+                    total += sums.residual_new + sums.step;
                 }
             }
             Kernel::OutputU(kernel) => {
@@ -331,7 +331,7 @@ fn bench_output_tiles(c: &mut Criterion) {
             let mut total = OutputVSums::default();
             for ((v, u), labels) in v.chunks_mut(tile_len).zip(second.chunks(tile_len)).zip(labels.chunks(tile_columns))
             {
-                total.add(simd::output_v_step_tile(v, u, labels, shape.rows, GAMMA, ALPHA));
+                total.add(simd::output_v_step_tile(v, u, labels, shape.rows, 1.0, GAMMA, ALPHA));
             }
             black_box(total)
         })

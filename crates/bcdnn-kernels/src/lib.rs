@@ -10,14 +10,20 @@
 //! - [`elementwise`]: fused single-pass elementwise steps (bias broadcast, proximal updates,
 //!   objective terms), with a scalar reference beside every SIMD version.
 //! - [`tiling`]: splitting sample columns into tiles for rayon, with deterministic reductions.
+//! - [`loss`]: the output activation update and loss values for every loss.
+//! - [`regulariser`]: values and proximal operators of the weight and activation regularisers.
+//! - [`fista`]: monotone FISTA for the blocks whose regulariser has no closed-form update.
 //!
 //! No kernel allocates: output and scratch come from the caller.
 
 pub mod elementwise;
+pub mod fista;
+pub mod loss;
 pub mod matrix;
 pub mod model;
 pub mod products;
 pub mod real;
+pub mod regulariser;
 pub mod spd;
 pub mod tiling;
 

@@ -1,6 +1,7 @@
 //! The floating-point types the kernels run on.
 
 use crate::elementwise::Elementwise;
+use crate::loss::LossKernels;
 
 /// A real floating-point type the trainer can run on: `f32` for speed, `f64` for tests that
 /// check exactness against an oracle.
@@ -8,6 +9,7 @@ pub trait Real:
     faer::traits::RealField
     + num_traits::Float
     + Elementwise
+    + LossKernels
     + Copy
     + Default
     + Send

@@ -20,30 +20,28 @@ fn output_v_step_tile_matches_scalar_columns() {
             let v_old: Vec<f32> = (0..rows * cols).map(|_| rng.random_range(-2.0..2.0)).collect();
             let u: Vec<f32> = (0..rows * cols).map(|_| rng.random_range(-2.0..2.0)).collect();
             let labels: Vec<u8> = (0..cols).map(|_| rng.random_range(0..rows) as u8).collect();
-            let (gamma, alpha) = (0.7f32, 1.3f32);
+            let (weight, gamma, alpha) = (0.4f32, 0.7f32, 1.3f32);
 
             let mut tile = v_old.clone();
-            let got = f32::output_v_step_tile(&mut tile, &u, &labels, rows, gamma, alpha);
+            let got = f32::output_v_step_tile(&mut tile, &u, &labels, rows, weight, gamma, alpha);
             let mut reference = v_old.clone();
             let mut want = OutputVSums::default();
             for ((v, u), &label) in reference.chunks_exact_mut(rows).zip(u.chunks_exact(rows)).zip(&labels) {
-                want.add(scalar::output_v_step(v, u, label as usize, gamma, alpha));
+                want.add(scalar::output_v_step(v, u, label as usize, weight, gamma, alpha));
             }
             for (i, (&g, &w)) in tile.iter().zip(&reference).enumerate() {
                 assert!(close(g, w), "rows {rows}, cols {cols}: entry {i} is {g}, scalar {w}");
             }
-            assert!(
-                close_sum(got.loss, want.loss, rows * cols),
-                "rows {rows}, cols {cols}: loss {} vs {}",
-                got.loss,
-                want.loss
-            );
-            assert!(
-                close_sum(got.step, want.step, rows * cols),
-                "rows {rows}, cols {cols}: step {} vs {}",
-                got.step,
-                want.step
-            );
+            let sums = [
+                ("residual_old", got.residual_old, want.residual_old),
+                ("residual_new", got.residual_new, want.residual_new),
+                ("dist_old", got.dist_old, want.dist_old),
+                ("dist_new", got.dist_new, want.dist_new),
+                ("step", got.step, want.step),
+            ];
+            for (name, got, want) in sums {
+                assert!(close_sum(got, want, rows * cols), "rows {rows}, cols {cols}: {name} {got} vs {want}");
+            }
         }
     }
 }

@@ -33,9 +33,9 @@ pub(crate) fn output_activation<T: Real>(
     let (gamma, alpha) = (T::from_f64(params.gamma), T::from_f64(params.alpha));
     for_each_tile_mut(grid, v.as_mut_slice(), rows, &mut ws.partials, &ws.scratch, |columns, tile, _| {
         let start = columns.start * rows;
-        let s =
-            T::output_v_step_tile(tile, &u.as_slice()[start..start + tile.len()], &labels[columns], rows, gamma, alpha);
-        partial(&[s.loss, s.step])
+        let u = &u.as_slice()[start..start + tile.len()];
+        let s = T::output_v_step_tile(tile, u, &labels[columns], rows, T::one(), gamma, alpha);
+        partial(&[s.residual_new, s.step])
     });
     sum_partials(&ws.partials, grid.count())
 }

@@ -35,18 +35,27 @@ impl USums {
     }
 }
 
-/// Partial sums returned by the output activation (`V_N`) update of one column.
+/// Partial sums returned by the squared-loss output activation (`V_N`) update of one column.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct OutputVSums {
-    /// `||V_new - Y||^2`, before the `1/2` factor of the squared loss.
-    pub loss: f64,
+    /// `||V_old - Y||^2`, before the `w/2` factor of the squared loss.
+    pub residual_old: f64,
+    /// `||V_new - Y||^2`, before the `w/2` factor of the squared loss.
+    pub residual_new: f64,
+    /// `||V_old - U||^2`.
+    pub dist_old: f64,
+    /// `||V_new - U||^2`.
+    pub dist_new: f64,
     /// `||V_new - V_old||^2`.
     pub step: f64,
 }
 
 impl OutputVSums {
     pub fn add(&mut self, other: OutputVSums) {
-        self.loss += other.loss;
+        self.residual_old += other.residual_old;
+        self.residual_new += other.residual_new;
+        self.dist_old += other.dist_old;
+        self.dist_new += other.dist_new;
         self.step += other.step;
     }
 }
@@ -67,9 +76,10 @@ pub trait Elementwise: Sized + Copy {
     /// `x = x + bias`: the output-layer epilogue of the plain forward pass.
     fn add_bias(x: &mut [Self], bias: &[Self]);
 
-    /// Output activation update for the squared loss with one-hot target `y = e_label`:
-    /// `v = (y + gamma u + alpha v) / (1 + gamma + alpha)`.
-    fn output_v_step(v: &mut [Self], u: &[Self], label: usize, gamma: Self, alpha: Self) -> OutputVSums;
+    /// Output activation update for the squared loss `w/2 ||v - y||^2` with one-hot target
+    /// `y = e_label` (no target row if `label >= v.len()`):
+    /// `v = (w y + gamma u + alpha v) / (w + gamma + alpha)`.
+    fn output_v_step(v: &mut [Self], u: &[Self], label: usize, weight: Self, gamma: Self, alpha: Self) -> OutputVSums;
 
     /// Output pre-activation update `u = (gamma v + rho (p + bias)) / (gamma + rho)`, where `p`
     /// contains `W_N V_{N-1}` for this column. `link_new` is `||v - u_new||^2`.
@@ -107,12 +117,13 @@ pub trait Elementwise: Sized + Copy {
         u: &[Self],
         labels: &[u8],
         rows: usize,
+        weight: Self,
         gamma: Self,
         alpha: Self,
     ) -> OutputVSums {
         let mut total = OutputVSums::default();
         for ((v, u), &label) in v.chunks_exact_mut(rows.max(1)).zip(u.chunks_exact(rows.max(1))).zip(labels) {
-            total.add(Self::output_v_step(v, u, label as usize, gamma, alpha));
+            total.add(Self::output_v_step(v, u, label as usize, weight, gamma, alpha));
         }
         total
     }
@@ -152,8 +163,15 @@ macro_rules! scalar_elementwise_impl {
             fn add_bias(x: &mut [Self], bias: &[Self]) {
                 scalar::add_bias(x, bias)
             }
-            fn output_v_step(v: &mut [Self], u: &[Self], label: usize, gamma: Self, alpha: Self) -> OutputVSums {
-                scalar::output_v_step(v, u, label, gamma, alpha)
+            fn output_v_step(
+                v: &mut [Self],
+                u: &[Self],
+                label: usize,
+                weight: Self,
+                gamma: Self,
+                alpha: Self,
+            ) -> OutputVSums {
+                scalar::output_v_step(v, u, label, weight, gamma, alpha)
             }
             fn output_u_step(u: &mut [Self], p: &[Self], bias: &[Self], v: &[Self], gamma: Self, rho: Self) -> USums {
                 scalar::output_u_step(u, p, bias, v, gamma, rho)
@@ -197,18 +215,19 @@ impl Elementwise for f32 {
     fn add_bias(x: &mut [Self], bias: &[Self]) {
         simd::add_bias(x, bias)
     }
-    fn output_v_step(v: &mut [Self], u: &[Self], label: usize, gamma: Self, alpha: Self) -> OutputVSums {
-        simd::output_v_step(v, u, label, gamma, alpha)
+    fn output_v_step(v: &mut [Self], u: &[Self], label: usize, weight: Self, gamma: Self, alpha: Self) -> OutputVSums {
+        simd::output_v_step(v, u, label, weight, gamma, alpha)
     }
     fn output_v_step_tile(
         v: &mut [Self],
         u: &[Self],
         labels: &[u8],
         rows: usize,
+        weight: Self,
         gamma: Self,
         alpha: Self,
     ) -> OutputVSums {
-        simd::output_v_step_tile(v, u, labels, rows, gamma, alpha)
+        simd::output_v_step_tile(v, u, labels, rows, weight, gamma, alpha)
     }
     fn output_u_step_tile(u: &mut [Self], p: &[Self], bias: &[Self], v: &[Self], gamma: Self, rho: Self) -> USums {
         simd::output_u_step_tile(u, p, bias, v, gamma, rho)

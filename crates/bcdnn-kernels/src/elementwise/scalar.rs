@@ -36,17 +36,20 @@ pub fn add_bias<T: Float>(x: &mut [T], bias: &[T]) {
     }
 }
 
-/// `v = (e_label + gamma u + alpha v) / (1 + gamma + alpha)`.
-pub fn output_v_step<T: Float>(v: &mut [T], u: &[T], label: usize, gamma: T, alpha: T) -> OutputVSums {
+/// `v = (w e_label + gamma u + alpha v) / (w + gamma + alpha)`.
+pub fn output_v_step<T: Float>(v: &mut [T], u: &[T], label: usize, weight: T, gamma: T, alpha: T) -> OutputVSums {
     debug_assert_eq!(v.len(), u.len());
-    let scale = T::one() / (T::one() + gamma + alpha);
+    let scale = T::one() / (weight + gamma + alpha);
     let mut sums = OutputVSums::default();
     for (r, (v, &u)) in v.iter_mut().zip(u).enumerate() {
         let y = if r == label { T::one() } else { T::zero() };
         let old = *v;
-        let new = (y + gamma * u + alpha * old) * scale;
+        let new = (weight * y + gamma * u + alpha * old) * scale;
         *v = new;
-        sums.loss += sq(new - y);
+        sums.residual_old += sq(old - y);
+        sums.residual_new += sq(new - y);
+        sums.dist_old += sq(old - u);
+        sums.dist_new += sq(new - u);
         sums.step += sq(new - old);
     }
     sums

@@ -116,15 +116,15 @@ pub fn add_bias(x: &mut [f32], bias: &[f32]) {
     arch().dispatch(AddBias { x, bias })
 }
 
-/// `v = (e_label + gamma u + alpha v) / (1 + gamma + alpha)`; see
+/// `v = (w e_label + gamma u + alpha v) / (w + gamma + alpha)`; see
 /// [`super::Elementwise::output_v_step`].
 #[inline]
-pub fn output_v_step(v: &mut [f32], u: &[f32], label: usize, gamma: f32, alpha: f32) -> OutputVSums {
+pub fn output_v_step(v: &mut [f32], u: &[f32], label: usize, weight: f32, gamma: f32, alpha: f32) -> OutputVSums {
     check_lengths("output_v_step", v.len(), &[("u", u.len())]);
     if v.len() < MIN_SIMD_LEN {
-        return scalar::output_v_step(v, u, label, gamma, alpha);
+        return scalar::output_v_step(v, u, label, weight, gamma, alpha);
     }
-    arch().dispatch(OutputVStep { v, u, label, gamma, alpha })
+    arch().dispatch(OutputVStep { v, u, label, coefficients: OutputVParameters { weight, gamma, alpha } })
 }
 
 /// `u = (gamma v + rho (p + bias)) / (gamma + rho)`; see [`super::Elementwise::output_u_step`].
@@ -290,39 +290,87 @@ impl WithSimd for AddBias<'_> {
     }
 }
 
+/// Loss weight `w`, `gamma` and `alpha` of the squared-loss output update.
+#[derive(Clone, Copy)]
+pub(super) struct OutputVParameters {
+    pub weight: f32,
+    pub gamma: f32,
+    pub alpha: f32,
+}
+
+impl OutputVParameters {
+    #[inline(always)]
+    fn splat<S: Simd>(self, simd: S) -> OutputVCoefficients<S> {
+        OutputVCoefficients {
+            weight: simd.splat_f32s(self.weight),
+            gamma: simd.splat_f32s(self.gamma),
+            alpha: simd.splat_f32s(self.alpha),
+            scale: simd.splat_f32s(1.0 / (self.weight + self.gamma + self.alpha)),
+        }
+    }
+}
+
 pub(super) struct OutputVStep<'a> {
     pub v: &'a mut [f32],
     pub u: &'a [f32],
     pub label: usize,
-    pub gamma: f32,
-    pub alpha: f32,
+    pub coefficients: OutputVParameters,
 }
 
 /// Upper bound on `Simd::F32_LANES` over pulp's levels (16 for AVX-512), used to size the
 /// stack buffer the one-hot vector is loaded from.
 const MAX_F32_LANES: usize = 64;
 
-/// Coefficients of `v = (y + gamma u + alpha v) * scale`, splatted once per call.
+/// Coefficients of `v = (w y + gamma u + alpha v) * scale`, splatted once per call.
 struct OutputVCoefficients<S: Simd> {
+    weight: S::f32s,
     gamma: S::f32s,
     alpha: S::f32s,
     scale: S::f32s,
 }
 
-/// Running `||v_new - y||^2` and `||v_new - v_old||^2` per lane.
+/// Running sums of the terms of [`OutputVSums`] per lane.
 struct OutputVLanes<S: Simd> {
-    loss: S::f32s,
+    residual_old: S::f32s,
+    residual_new: S::f32s,
+    dist_old: S::f32s,
+    dist_new: S::f32s,
     step: S::f32s,
+}
+
+impl<S: Simd> OutputVLanes<S> {
+    #[inline(always)]
+    fn new(simd: S) -> Self {
+        let zero = simd.splat_f32s(0.0);
+        Self { residual_old: zero, residual_new: zero, dist_old: zero, dist_new: zero, step: zero }
+    }
+
+    #[inline(always)]
+    fn reduce(self, simd: S) -> OutputVSums {
+        OutputVSums {
+            residual_old: reduce(simd, self.residual_old),
+            residual_new: reduce(simd, self.residual_new),
+            dist_old: reduce(simd, self.dist_old),
+            dist_new: reduce(simd, self.dist_new),
+            step: reduce(simd, self.step),
+        }
+    }
 }
 
 impl<S: Simd> OutputVCoefficients<S> {
     /// Returns `v_new` for one vector of entries and adds its terms to `sums`.
     #[inline(always)]
     fn update(&self, simd: S, old: S::f32s, u: S::f32s, y: S::f32s, sums: &mut OutputVLanes<S>) -> S::f32s {
-        // v = (y + gamma u + alpha v) * scale
-        let new = simd.add_f32s(simd.add_f32s(y, simd.mul_f32s(self.gamma, u)), simd.mul_f32s(self.alpha, old));
+        // v = (w y + gamma u + alpha v) * scale
+        let new = simd.add_f32s(
+            simd.add_f32s(simd.mul_f32s(self.weight, y), simd.mul_f32s(self.gamma, u)),
+            simd.mul_f32s(self.alpha, old),
+        );
         let new = simd.mul_f32s(new, self.scale);
-        sums.loss = add_square(simd, sums.loss, simd.sub_f32s(new, y));
+        sums.residual_old = add_square(simd, sums.residual_old, simd.sub_f32s(old, y));
+        sums.residual_new = add_square(simd, sums.residual_new, simd.sub_f32s(new, y));
+        sums.dist_old = add_square(simd, sums.dist_old, simd.sub_f32s(old, u));
+        sums.dist_new = add_square(simd, sums.dist_new, simd.sub_f32s(new, u));
         sums.step = add_square(simd, sums.step, simd.sub_f32s(new, old));
         new
     }
@@ -336,11 +384,7 @@ impl WithSimd for OutputVStep<'_> {
         let lanes = S::F32_LANES;
         debug_assert!(lanes <= MAX_F32_LANES, "{lanes} f32 lanes exceed MAX_F32_LANES = {MAX_F32_LANES}");
         let zero = simd.splat_f32s(0.0);
-        let coefficients = OutputVCoefficients::<S> {
-            gamma: simd.splat_f32s(self.gamma),
-            alpha: simd.splat_f32s(self.alpha),
-            scale: simd.splat_f32s(1.0 / (1.0 + self.gamma + self.alpha)),
-        };
+        let coefficients = self.coefficients.splat(simd);
 
         // The target e_label is zero except in lane `label % lanes` of vector `label / lanes`.
         // A label past the end selects no vector, so the padding lanes of the tail stay zero.
@@ -349,7 +393,7 @@ impl WithSimd for OutputVStep<'_> {
         one_hot[self.label % lanes] = 1.0;
         let y_label = simd.partial_load_f32s(&one_hot[..lanes]);
 
-        let mut sums = OutputVLanes::<S> { loss: zero, step: zero };
+        let mut sums = OutputVLanes::new(simd);
         let (v_head, v_tail) = S::as_mut_simd_f32s(self.v);
         let (u_head, u_tail) = S::as_simd_f32s(self.u);
         let tail_index = v_head.len();
@@ -364,7 +408,7 @@ impl WithSimd for OutputVStep<'_> {
         let new = coefficients.update(simd, old, simd.partial_load_f32s(u_tail), y, &mut sums);
         simd.partial_store_f32s(v_tail, new);
 
-        OutputVSums { loss: reduce(simd, sums.loss), step: reduce(simd, sums.step) }
+        sums.reduce(simd)
     }
 }
 
@@ -720,8 +764,7 @@ pub(super) struct OutputVStepShortTile<'a> {
     pub u: &'a [f32],
     pub labels: &'a [u8],
     pub rows: usize,
-    pub gamma: f32,
-    pub alpha: f32,
+    pub coefficients: OutputVParameters,
 }
 
 impl WithSimd for OutputVStepShortTile<'_> {
@@ -729,12 +772,7 @@ impl WithSimd for OutputVStepShortTile<'_> {
 
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) -> OutputVSums {
-        let coefficients = OutputVCoefficients::<S> {
-            gamma: simd.splat_f32s(self.gamma),
-            alpha: simd.splat_f32s(self.alpha),
-            scale: simd.splat_f32s(1.0 / (1.0 + self.gamma + self.alpha)),
-        };
-        let zero = simd.splat_f32s(0.0);
+        let coefficients = self.coefficients.splat(simd);
         let rows = self.rows;
         let mut total = OutputVSums::default();
         let mut one_hot = [0.0f32; SHORT_RUN];
@@ -754,7 +792,7 @@ impl WithSimd for OutputVStepShortTile<'_> {
                     y[column * rows + label as usize] = 1.0;
                 }
             }
-            let mut sums = OutputVLanes::<S> { loss: zero, step: zero };
+            let mut sums = OutputVLanes::new(simd);
             let (v_head, v_tail) = S::as_mut_simd_f32s(v);
             let (u_head, u_tail) = S::as_simd_f32s(u);
             let (y_head, y_tail) = S::as_simd_f32s(y);
@@ -770,7 +808,7 @@ impl WithSimd for OutputVStepShortTile<'_> {
                 &mut sums,
             );
             simd.partial_store_f32s(v_tail, new);
-            total.add(OutputVSums { loss: reduce(simd, sums.loss), step: reduce(simd, sums.step) });
+            total.add(sums.reduce(simd));
         }
         total
     }
@@ -841,16 +879,25 @@ impl WithSimd for OutputUStepShortTile<'_> {
 /// [`output_v_step`] on every column of a tile: `v` and `u` hold `labels.len()` columns of
 /// `rows` entries. Columns shorter than one SIMD register are processed as flat runs of
 /// several columns, which avoids a call per column of the 10-row output layer.
-pub fn output_v_step_tile(v: &mut [f32], u: &[f32], labels: &[u8], rows: usize, gamma: f32, alpha: f32) -> OutputVSums {
+pub fn output_v_step_tile(
+    v: &mut [f32],
+    u: &[f32],
+    labels: &[u8],
+    rows: usize,
+    weight: f32,
+    gamma: f32,
+    alpha: f32,
+) -> OutputVSums {
     check_lengths("output_v_step_tile", v.len(), &[("u", u.len()), ("labels x rows", labels.len() * rows)]);
     if rows >= MIN_SIMD_LEN || rows == 0 {
         let mut total = OutputVSums::default();
         for ((v, u), &label) in v.chunks_exact_mut(rows.max(1)).zip(u.chunks_exact(rows.max(1))).zip(labels) {
-            total.add(output_v_step(v, u, label as usize, gamma, alpha));
+            total.add(output_v_step(v, u, label as usize, weight, gamma, alpha));
         }
         return total;
     }
-    arch().dispatch(OutputVStepShortTile { v, u, labels, rows, gamma, alpha })
+    let coefficients = OutputVParameters { weight, gamma, alpha };
+    arch().dispatch(OutputVStepShortTile { v, u, labels, rows, coefficients })
 }
 
 /// [`output_u_step`] on every column of a tile: `u`, `p` and `v` hold columns of

@@ -11,7 +11,7 @@ use rand::{Rng, SeedableRng};
 
 use super::simd::{
     AddBias, AddBiasRelu, AddScaledReluShift, AssignWithStep, CombineWithStep, HiddenUStepRelu, OutputUStep,
-    OutputVStep, Relu, ScaledRelu,
+    OutputVParameters, OutputVStep, Relu, ScaledRelu,
 };
 use super::{scalar, simd, USums};
 
@@ -231,6 +231,7 @@ fn output_v_step_matches_scalar() {
     for_each_case(4, |case, rng| {
         let v = Padded::random(rng, case);
         let u = Padded::random(rng, case);
+        let weight = if rng.random_bool(0.5) { 1.0 } else { rng.random_range(1e-4..2.0) };
         let gamma = rng.random_range(0.05..20.0);
         let alpha = rng.random_range(0.0..5.0);
 
@@ -238,18 +239,23 @@ fn output_v_step_matches_scalar() {
         let labels = [0, case.len.saturating_sub(1), rng.random_range(0..=case.len), case.len, case.len + 17];
         for label in labels {
             let mut expected = v.clone();
-            let expected_sums = scalar::output_v_step(expected.get_mut(), u.get(), label, gamma, alpha);
+            let expected_sums = scalar::output_v_step(expected.get_mut(), u.get(), label, weight, gamma, alpha);
             let mut actual = v.clone();
-            let actual_sums = case.arch.dispatch(OutputVStep { v: actual.get_mut(), u: u.get(), label, gamma, alpha });
+            let coefficients = OutputVParameters { weight, gamma, alpha };
+            let actual_sums = case.arch.dispatch(OutputVStep { v: actual.get_mut(), u: u.get(), label, coefficients });
 
-            let kernel = format!("output_v_step(label {label}, gamma {gamma}, alpha {alpha})");
+            let kernel = format!("output_v_step(label {label}, weight {weight}, gamma {gamma}, alpha {alpha})");
             let inputs = || describe(&[("v", v.get()), ("u", u.get())]);
             assert_outside_unchanged(&kernel, case, &v, &actual);
             assert_entries_close(&kernel, case, expected.get(), actual.get(), |r| {
                 describe_entry(&[("v", v.get()), ("u", u.get())], r)
             });
-            assert_sum_close(&kernel, "loss", case, expected_sums.loss, actual_sums.loss, inputs);
-            assert_sum_close(&kernel, "step", case, expected_sums.step, actual_sums.step, inputs);
+            let (e, a) = (expected_sums, actual_sums);
+            assert_sum_close(&kernel, "residual_old", case, e.residual_old, a.residual_old, inputs);
+            assert_sum_close(&kernel, "residual_new", case, e.residual_new, a.residual_new, inputs);
+            assert_sum_close(&kernel, "dist_old", case, e.dist_old, a.dist_old, inputs);
+            assert_sum_close(&kernel, "dist_new", case, e.dist_new, a.dist_new, inputs);
+            assert_sum_close(&kernel, "step", case, e.step, a.step, inputs);
         }
     });
 }
@@ -504,9 +510,9 @@ fn short_column_runs_scalar() {
     let u: Vec<f32> = (0..len).map(|_| random_value(&mut rng)).collect();
 
     let mut through_simd = v_old.clone();
-    let simd_sums = simd::output_v_step(&mut through_simd, &u, 3, 0.7, 0.2);
+    let simd_sums = simd::output_v_step(&mut through_simd, &u, 3, 0.5, 0.7, 0.2);
     let mut through_scalar = v_old.clone();
-    let scalar_sums = scalar::output_v_step(&mut through_scalar, &u, 3, 0.7, 0.2);
+    let scalar_sums = scalar::output_v_step(&mut through_scalar, &u, 3, 0.5, 0.7, 0.2);
 
     assert_eq!(
         through_simd, through_scalar,
