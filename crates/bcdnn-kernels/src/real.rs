@@ -1,5 +1,6 @@
 //! The floating-point types the kernels run on.
 
+use crate::activation::ActivationKernels;
 use crate::elementwise::Elementwise;
 
 /// A real floating-point type the trainer can run on: `f32` for speed, `f64` for tests that
@@ -8,6 +9,7 @@ pub trait Real:
     faer::traits::RealField
     + num_traits::Float
     + Elementwise
+    + ActivationKernels
     + Copy
     + Default
     + Send
