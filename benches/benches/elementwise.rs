@@ -112,7 +112,7 @@ enum Kernel {
 }
 
 fn sum_usums(sums: USums) -> f64 {
-    sums.coupling_old + sums.link_new + sums.step
+    sums.coupling_old + sums.coupling_new + sums.link_old + sums.link_new + sums.step
 }
 
 impl Kernel {
@@ -354,12 +354,49 @@ fn bench_output_tiles(c: &mut Criterion) {
     group.finish();
 }
 
+/// Benchmarks the hidden pre-activation update of every activation through
+/// `ActivationKernels::hidden_u_step` for `f32`, on the `1500 x 256` tile. The targets `a` lie
+/// in `[-2, 2)`, so sigmoid and softplus lanes with `a` outside the range of sigma, where `f`
+/// may be non-convex, run the scalar fallback.
+fn bench_activations(c: &mut Criterion) {
+    use bcdnn_kernels::activation::ActivationKernels;
+    use bcdnn_kernels::model::Activation;
+
+    let shape = TILE;
+    let template = Operands::new(shape);
+    let mut group = c.benchmark_group("hidden_u_step");
+    // Reads u, p and a, writes u.
+    group.throughput(Throughput::Bytes(4 * F32_BYTES * shape.len() as u64));
+    for act in [
+        Activation::Relu,
+        Activation::LeakyRelu { slope: 0.1 },
+        Activation::Linear,
+        Activation::Sigmoid,
+        Activation::Tanh,
+        Activation::Softplus,
+    ] {
+        let mut operands = template.clone();
+        group.bench_function(BenchmarkId::new(act.name(), shape.id()), |b| {
+            b.iter(|| {
+                let rows = operands.shape.rows;
+                let [u, p, a] = &mut operands.matrices;
+                let mut total = USums::default();
+                for ((u, p), a) in u.chunks_exact_mut(rows).zip(p.chunks_exact(rows)).zip(a.chunks_exact(rows)) {
+                    total.add(f32::hidden_u_step(act, u, p, &operands.bias, a, RHO, ALPHA, GAMMA));
+                }
+                black_box(total)
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .sample_size(10)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = bench_bandwidth, bench_kernels, bench_output_tiles
+    targets = bench_bandwidth, bench_kernels, bench_output_tiles, bench_activations
 }
 criterion_main!(benches);

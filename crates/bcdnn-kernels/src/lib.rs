@@ -9,6 +9,8 @@
 //!   in f64, with all scratch allocated up front.
 //! - [`elementwise`]: fused single-pass elementwise steps (bias broadcast, proximal updates,
 //!   objective terms), with a scalar reference beside every SIMD version.
+//! - [`activation`]: hidden activations, their forward kernels and their exact proximal
+//!   pre-activation update, scalar and SIMD.
 //! - [`tiling`]: splitting sample columns into tiles for rayon, with deterministic reductions.
 //! - [`loss`]: the output activation update and loss values for every loss.
 //! - [`regulariser`]: values and proximal operators of the weight and activation regularisers.
@@ -16,6 +18,7 @@
 //!
 //! No kernel allocates: output and scratch come from the caller.
 
+pub mod activation;
 pub mod elementwise;
 pub mod fista;
 pub mod loss;

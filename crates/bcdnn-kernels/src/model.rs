@@ -37,6 +37,90 @@ impl Activation {
             Activation::Linear => "linear",
         }
     }
+
+    /// Evaluates `sigma(u)`.
+    ///
+    /// Sigmoid and softplus are written so that no intermediate overflows: both evaluate
+    /// `exp(-|u|)`, which lies in `[0, 1]`. Every activation maps `-inf` and `+inf` to its limits.
+    pub fn value(&self, u: f64) -> f64 {
+        match *self {
+            Activation::Relu => u.max(0.0),
+            Activation::LeakyRelu { slope } => {
+                if u >= 0.0 {
+                    u
+                } else {
+                    slope * u
+                }
+            }
+            Activation::Sigmoid => sigmoid(u),
+            Activation::Tanh => u.tanh(),
+            Activation::Softplus => u.max(0.0) + (-u.abs()).exp().ln_1p(),
+            Activation::Linear => u,
+        }
+    }
+
+    /// Evaluates `sigma'(u)`.
+    ///
+    /// ReLU and leaky ReLU have no derivative at `u = 0`. There this returns the left derivative
+    /// (`0` for ReLU, `slope` for leaky ReLU).
+    pub fn derivative(&self, u: f64) -> f64 {
+        match *self {
+            Activation::Relu => {
+                if u > 0.0 {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
+            Activation::LeakyRelu { slope } => {
+                if u > 0.0 {
+                    1.0
+                } else {
+                    slope
+                }
+            }
+            Activation::Sigmoid => sigmoid_derivative(u),
+            Activation::Tanh => sech_squared(u),
+            Activation::Softplus => sigmoid(u),
+            Activation::Linear => 1.0,
+        }
+    }
+
+    /// Evaluates `sigma''(u)`. It is `0` for the piecewise-linear activations, also at the
+    /// kink `u = 0`, where it does not exist.
+    pub fn second_derivative(&self, u: f64) -> f64 {
+        match *self {
+            Activation::Relu | Activation::LeakyRelu { .. } | Activation::Linear => 0.0,
+            // sigma'' = sigma' (1 - 2 sigma), with 1 - 2 sigma(u) = -tanh(u / 2).
+            Activation::Sigmoid => -sigmoid_derivative(u) * (0.5 * u).tanh(),
+            Activation::Tanh => -2.0 * u.tanh() * sech_squared(u),
+            Activation::Softplus => sigmoid_derivative(u),
+        }
+    }
+}
+
+/// `1 / (1 + exp(-u))`, through `exp(-|u|)` so that no intermediate overflows.
+fn sigmoid(u: f64) -> f64 {
+    let e = (-u.abs()).exp();
+    if u >= 0.0 {
+        1.0 / (1.0 + e)
+    } else {
+        e / (1.0 + e)
+    }
+}
+
+/// `sigmoid(u) (1 - sigmoid(u)) = e / (1 + e)^2` with `e = exp(-|u|)`, accurate also where
+/// `sigmoid(u)` rounds to 1.
+fn sigmoid_derivative(u: f64) -> f64 {
+    let e = (-u.abs()).exp();
+    e / ((1.0 + e) * (1.0 + e))
+}
+
+/// `1 - tanh(u)^2 = 4 e / (1 + e)^2` with `e = exp(-2 |u|)`, accurate also where `tanh(u)`
+/// rounds to `+-1`.
+fn sech_squared(u: f64) -> f64 {
+    let e = (-2.0 * u.abs()).exp();
+    4.0 * e / ((1.0 + e) * (1.0 + e))
 }
 
 /// Output loss `R(V_N; Y)`, summed over samples (or averaged, see [`LossScale`]).

@@ -1,5 +1,6 @@
 //! The floating-point types the kernels run on.
 
+use crate::activation::ActivationKernels;
 use crate::elementwise::Elementwise;
 use crate::loss::LossKernels;
 
@@ -10,6 +11,7 @@ pub trait Real:
     + num_traits::Float
     + Elementwise
     + LossKernels
+    + ActivationKernels
     + Copy
     + Default
     + Send

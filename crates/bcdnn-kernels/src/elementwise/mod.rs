@@ -20,6 +20,11 @@ pub struct USums {
     /// `||U_old - P||^2` with `P = W V + b` computed from the previous iterate: the coupling
     /// term of the objective at the previous iterate, before the `rho / 2` factor.
     pub coupling_old: f64,
+    /// `||U_new - P||^2`: the coupling term at the new iterate, before the `rho / 2` factor.
+    pub coupling_new: f64,
+    /// `||a - sigma(U_old)||^2`: the activation coupling term at the previous iterate, before
+    /// the `gamma / 2` factor. In the output layer `sigma` is the identity and `a = V_N`.
+    pub link_old: f64,
     /// `||a - sigma(U_new)||^2`: the activation coupling term at the new iterate, before the
     /// `gamma / 2` factor.
     pub link_new: f64,
@@ -30,6 +35,8 @@ pub struct USums {
 impl USums {
     pub fn add(&mut self, other: USums) {
         self.coupling_old += other.coupling_old;
+        self.coupling_new += other.coupling_new;
+        self.link_old += other.link_old;
         self.link_new += other.link_new;
         self.step += other.step;
     }
@@ -82,7 +89,8 @@ pub trait Elementwise: Sized + Copy {
     fn output_v_step(v: &mut [Self], u: &[Self], label: usize, weight: Self, gamma: Self, alpha: Self) -> OutputVSums;
 
     /// Output pre-activation update `u = (gamma v + rho (p + bias)) / (gamma + rho)`, where `p`
-    /// contains `W_N V_{N-1}` for this column. `link_new` is `||v - u_new||^2`.
+    /// contains `W_N V_{N-1}` for this column. `link_old` is `||v - u_old||^2` and `link_new`
+    /// is `||v - u_new||^2`.
     fn output_u_step(u: &mut [Self], p: &[Self], bias: &[Self], v: &[Self], gamma: Self, rho: Self) -> USums;
 
     /// Hidden ReLU pre-activation update. With `P = p + bias` and

@@ -7,7 +7,7 @@ use super::{OutputVSums, USums};
 use num_traits::Float;
 
 #[inline(always)]
-fn sq<T: Float>(x: T) -> f64 {
+pub(crate) fn sq<T: Float>(x: T) -> f64 {
     let x = x.to_f64().unwrap_or(f64::NAN);
     x * x
 }
@@ -66,6 +66,8 @@ pub fn output_u_step<T: Float>(u: &mut [T], p: &[T], bias: &[T], v: &[T], gamma:
         let new = (gamma * v[r] + rho * product) * scale;
         u[r] = new;
         sums.coupling_old += sq(old - product);
+        sums.coupling_new += sq(new - product);
+        sums.link_old += sq(v[r] - old);
         sums.link_new += sq(v[r] - new);
         sums.step += sq(new - old);
     }
@@ -109,6 +111,32 @@ pub fn prox_leaky_relu<T: Float>(a: T, b: T, g: T, slope: T) -> T {
 
 /// Hidden ReLU pre-activation update; see [`super::Elementwise::hidden_u_step_relu`].
 pub fn hidden_u_step_relu<T: Float>(u: &mut [T], p: &[T], bias: &[T], a: &[T], rho: T, alpha: T, gamma: T) -> USums {
+    hidden_u_step_leaky_relu(u, p, bias, a, rho, alpha, gamma, T::zero())
+}
+
+/// `max(x, 0) + slope min(x, 0)`.
+#[inline(always)]
+pub fn leaky_relu<T: Float>(x: T, slope: T) -> T {
+    if x >= T::zero() {
+        x
+    } else {
+        slope * x
+    }
+}
+
+/// Hidden leaky-ReLU pre-activation update with `0 <= slope < 1`: as
+/// [`hidden_u_step_relu`] with `sigma(u) = max(u, 0) + slope min(u, 0)`.
+#[allow(clippy::too_many_arguments)]
+pub fn hidden_u_step_leaky_relu<T: Float>(
+    u: &mut [T],
+    p: &[T],
+    bias: &[T],
+    a: &[T],
+    rho: T,
+    alpha: T,
+    gamma: T,
+    slope: T,
+) -> USums {
     debug_assert!(u.len() == p.len() && u.len() == bias.len() && u.len() == a.len());
     let inv = T::one() / (rho + alpha);
     let g = (rho + alpha) / gamma;
@@ -117,10 +145,12 @@ pub fn hidden_u_step_relu<T: Float>(u: &mut [T], p: &[T], bias: &[T], a: &[T], r
         let old = u[r];
         let product = p[r] + bias[r];
         let center = (rho * product + alpha * old) * inv;
-        let new = prox_leaky_relu(a[r], center, g, T::zero());
+        let new = prox_leaky_relu(a[r], center, g, slope);
         u[r] = new;
         sums.coupling_old += sq(old - product);
-        sums.link_new += sq(a[r] - new.max(T::zero()));
+        sums.coupling_new += sq(new - product);
+        sums.link_old += sq(a[r] - leaky_relu(old, slope));
+        sums.link_new += sq(a[r] - leaky_relu(new, slope));
         sums.step += sq(new - old);
     }
     sums

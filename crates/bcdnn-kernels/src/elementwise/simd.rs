@@ -49,7 +49,7 @@ pub fn simd_level() -> &'static str {
 
 /// Returns the instruction set detected once for this process.
 #[inline]
-pub(super) fn arch() -> Arch {
+pub(crate) fn arch() -> Arch {
     DISPATCH.arch
 }
 
@@ -80,7 +80,7 @@ pub const MIN_SIMD_LEN: usize = 16;
 
 /// Panics unless every length in `lengths` equals `expected`, naming the slice in the message.
 #[inline]
-fn check_lengths(kernel: &str, expected: usize, lengths: &[(&str, usize)]) {
+pub(crate) fn check_lengths(kernel: &str, expected: usize, lengths: &[(&str, usize)]) {
     for &(name, len) in lengths {
         assert_eq!(len, expected, "{kernel}: slice `{name}` has length {len}, expected {expected}");
     }
@@ -158,7 +158,29 @@ pub fn hidden_u_step_relu(
     if u.len() < MIN_SIMD_LEN {
         return scalar::hidden_u_step_relu(u, p, bias, a, rho, alpha, gamma);
     }
-    arch().dispatch(HiddenUStepRelu { u, p, bias, a, rho, alpha, gamma })
+    arch().dispatch(HiddenUStepRelu { u, p, bias, a, rho, alpha, gamma, slope: 0.0 })
+}
+
+/// Hidden leaky-ReLU pre-activation update with `0 <= slope < 1`; see
+/// [`scalar::hidden_u_step_leaky_relu`]. It differs from the scalar reference by rounding, as
+/// [`hidden_u_step_relu`] does.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub fn hidden_u_step_leaky_relu(
+    u: &mut [f32],
+    p: &[f32],
+    bias: &[f32],
+    a: &[f32],
+    rho: f32,
+    alpha: f32,
+    gamma: f32,
+    slope: f32,
+) -> USums {
+    check_lengths("hidden_u_step_leaky_relu", u.len(), &[("p", p.len()), ("bias", bias.len()), ("a", a.len())]);
+    if u.len() < MIN_SIMD_LEN {
+        return scalar::hidden_u_step_leaky_relu(u, p, bias, a, rho, alpha, gamma, slope);
+    }
+    arch().dispatch(HiddenUStepRelu { u, p, bias, a, rho, alpha, gamma, slope })
 }
 
 /// `dst = scale * max(u, 0)`.
@@ -203,7 +225,7 @@ pub fn combine_with_step(v: &mut [f32], x: &[f32], y: &[f32], beta: f32) -> f64 
 
 /// `acc + x^2`, fused where the instruction set has a fused multiply-add.
 #[inline(always)]
-fn add_square<S: Simd>(simd: S, acc: S::f32s, x: S::f32s) -> S::f32s {
+pub(crate) fn add_square<S: Simd>(simd: S, acc: S::f32s, x: S::f32s) -> S::f32s {
     // pulp's `mul_add_e` is fused on x86-v3 and x86-v4 and a plain multiply and add on its
     // scalar level, where a fused multiply-add may be a slow library call.
     simd.mul_add_e_f32s(x, x, acc)
@@ -211,7 +233,7 @@ fn add_square<S: Simd>(simd: S, acc: S::f32s, x: S::f32s) -> S::f32s {
 
 /// Widens the lane sum of `acc` to `f64`.
 #[inline(always)]
-fn reduce<S: Simd>(simd: S, acc: S::f32s) -> f64 {
+pub(crate) fn reduce<S: Simd>(simd: S, acc: S::f32s) -> f64 {
     simd.reduce_sum_f32s(acc) as f64
 }
 
@@ -412,25 +434,29 @@ impl WithSimd for OutputVStep<'_> {
     }
 }
 
-/// Running `||U_old - P||^2`, `||target - sigma(U_new)||^2` and `||U_new - U_old||^2` per lane,
-/// the terms of [`USums`].
-struct ULanes<S: Simd> {
-    coupling_old: S::f32s,
-    link_new: S::f32s,
-    step: S::f32s,
+/// Running `||U_old - P||^2`, `||U_new - P||^2`, `||target - sigma(U_old)||^2`,
+/// `||target - sigma(U_new)||^2` and `||U_new - U_old||^2` per lane, the terms of [`USums`].
+pub(crate) struct ULanes<S: Simd> {
+    pub coupling_old: S::f32s,
+    pub coupling_new: S::f32s,
+    pub link_old: S::f32s,
+    pub link_new: S::f32s,
+    pub step: S::f32s,
 }
 
 impl<S: Simd> ULanes<S> {
     #[inline(always)]
-    fn new(simd: S) -> Self {
+    pub fn new(simd: S) -> Self {
         let zero = simd.splat_f32s(0.0);
-        Self { coupling_old: zero, link_new: zero, step: zero }
+        Self { coupling_old: zero, coupling_new: zero, link_old: zero, link_new: zero, step: zero }
     }
 
     #[inline(always)]
-    fn reduce(self, simd: S) -> USums {
+    pub fn reduce(self, simd: S) -> USums {
         USums {
             coupling_old: reduce(simd, self.coupling_old),
+            coupling_new: reduce(simd, self.coupling_new),
+            link_old: reduce(simd, self.link_old),
             link_new: reduce(simd, self.link_new),
             step: reduce(simd, self.step),
         }
@@ -462,6 +488,8 @@ impl<S: Simd> OutputUCoefficients<S> {
         let new = simd.add_f32s(simd.mul_f32s(self.gamma, v), simd.mul_f32s(self.rho, product));
         let new = simd.mul_f32s(new, self.scale);
         sums.coupling_old = add_square(simd, sums.coupling_old, simd.sub_f32s(old, product));
+        sums.coupling_new = add_square(simd, sums.coupling_new, simd.sub_f32s(new, product));
+        sums.link_old = add_square(simd, sums.link_old, simd.sub_f32s(v, old));
         sums.link_new = add_square(simd, sums.link_new, simd.sub_f32s(v, new));
         sums.step = add_square(simd, sums.step, simd.sub_f32s(new, old));
         new
@@ -502,7 +530,8 @@ impl WithSimd for OutputUStep<'_> {
     }
 }
 
-pub(super) struct HiddenUStepRelu<'a> {
+/// Hidden ReLU (`slope = 0`) or leaky-ReLU pre-activation update.
+pub(crate) struct HiddenUStepRelu<'a> {
     pub u: &'a mut [f32],
     pub p: &'a [f32],
     pub bias: &'a [f32],
@@ -510,12 +539,14 @@ pub(super) struct HiddenUStepRelu<'a> {
     pub rho: f32,
     pub alpha: f32,
     pub gamma: f32,
+    pub slope: f32,
 }
 
-/// Coefficients of the hidden ReLU update, splatted once per call: the centre
+/// Coefficients of the hidden ReLU and leaky-ReLU update, splatted once per call: the centre
 /// `B = (rho P + alpha u_old) * inv` and the proximal step
-/// `argmin_u 1/2 (relu(u) - a)^2 + g/2 (u - B)^2`.
-struct HiddenUCoefficients<S: Simd> {
+/// `argmin_u 1/2 (sigma(u) - a)^2 + g/2 (u - B)^2`. `LEAKY = false` is the ReLU, which skips
+/// the terms that vanish for `slope = 0`.
+struct HiddenUCoefficients<S: Simd, const LEAKY: bool> {
     zero: S::f32s,
     half: S::f32s,
     rho: S::f32s,
@@ -524,13 +555,17 @@ struct HiddenUCoefficients<S: Simd> {
     g: S::f32s,
     half_g: S::f32s,
     inv_one_plus_g: S::f32s,
+    slope: S::f32s,
+    inv_slope_squared_plus_g: S::f32s,
 }
 
-impl<S: Simd> HiddenUCoefficients<S> {
+impl<S: Simd, const LEAKY: bool> HiddenUCoefficients<S, LEAKY> {
     #[inline(always)]
-    fn new(simd: S, rho: f32, alpha: f32, gamma: f32) -> Self {
+    fn new(simd: S, rho: f32, alpha: f32, gamma: f32, slope: f32) -> Self {
         let g = (rho + alpha) / gamma;
         Self {
+            slope: simd.splat_f32s(slope),
+            inv_slope_squared_plus_g: simd.splat_f32s(1.0 / (slope * slope + g)),
             zero: simd.splat_f32s(0.0),
             half: simd.splat_f32s(0.5),
             rho: simd.splat_f32s(rho),
@@ -552,16 +587,30 @@ impl<S: Simd> HiddenUCoefficients<S> {
         let new = self.minimiser(simd, a, center);
 
         sums.coupling_old = add_square(simd, sums.coupling_old, simd.sub_f32s(old, product));
-        sums.link_new = add_square(simd, sums.link_new, simd.sub_f32s(a, simd.max_f32s(new, self.zero)));
+        sums.coupling_new = add_square(simd, sums.coupling_new, simd.sub_f32s(new, product));
+        sums.link_old = add_square(simd, sums.link_old, simd.sub_f32s(a, self.activation(simd, old)));
+        sums.link_new = add_square(simd, sums.link_new, simd.sub_f32s(a, self.activation(simd, new)));
         sums.step = add_square(simd, sums.step, simd.sub_f32s(new, old));
         new
     }
 
-    /// Returns the minimiser of `1/2 (relu(u) - a)^2 + g/2 (u - B)^2` for each lane, without
+    /// `max(x, 0) + slope min(x, 0)`, without the second term for the ReLU.
+    #[inline(always)]
+    fn activation(&self, simd: S, x: S::f32s) -> S::f32s {
+        let positive = simd.max_f32s(x, self.zero);
+        if LEAKY {
+            simd.add_f32s(positive, simd.mul_f32s(self.slope, simd.min_f32s(x, self.zero)))
+        } else {
+            positive
+        }
+    }
+
+    /// Returns the minimiser of `1/2 (sigma(u) - a)^2 + g/2 (u - B)^2` for each lane, without
     /// branches.
     ///
     /// The candidates are the kink `0`, the stationary point `u+ = (a + g B) / (1 + g)` of the
-    /// positive piece if `u+ >= 0`, and that of the negative piece, `u- = B`, if `B < 0`. As in
+    /// positive piece if `u+ >= 0`, and that of the negative piece,
+    /// `u- = (slope a + g B) / (slope^2 + g)` (`B` for the ReLU), if `u- < 0`. As in
     /// the scalar reference, a later candidate replaces the current one only if its objective
     /// value is strictly lower, so ties keep `0`, then `u+`.
     #[inline(always)]
@@ -584,8 +633,23 @@ impl<S: Simd> HiddenUCoefficients<S> {
             simd.mul_f32s(simd.mul_f32s(self.half_g, positive_minus_center), positive_minus_center),
         );
 
-        // u- = B and f(u-) = 1/2 a^2, because relu(B) = 0 and u- - B = 0.
-        let value_negative = link_at_kink;
+        // ReLU: u- = B and f(u-) = 1/2 a^2, because relu(B) = 0 and u- - B = 0. Leaky ReLU:
+        // u- = (slope a + g B) / (slope^2 + g) and f(u-) = 1/2 (slope u- - a)^2 + g/2 (u- - B)^2.
+        let (negative, value_negative) = if LEAKY {
+            let negative = simd.mul_f32s(
+                simd.add_f32s(simd.mul_f32s(self.slope, a), simd.mul_f32s(self.g, center)),
+                self.inv_slope_squared_plus_g,
+            );
+            let negative_minus_a = simd.sub_f32s(simd.mul_f32s(self.slope, negative), a);
+            let negative_minus_center = simd.sub_f32s(negative, center);
+            let value = simd.add_f32s(
+                simd.mul_f32s(simd.mul_f32s(self.half, negative_minus_a), negative_minus_a),
+                simd.mul_f32s(simd.mul_f32s(self.half_g, negative_minus_center), negative_minus_center),
+            );
+            (negative, value)
+        } else {
+            (center, link_at_kink)
+        };
 
         // Keep 0 unless u+ is feasible and strictly better.
         let take_positive = simd
@@ -595,8 +659,8 @@ impl<S: Simd> HiddenUCoefficients<S> {
 
         // Then replace it by u- if u- is feasible and strictly better.
         let take_negative =
-            simd.and_m32s(simd.less_than_f32s(center, zero), simd.less_than_f32s(value_negative, best_value));
-        simd.select_f32s(take_negative, center, best)
+            simd.and_m32s(simd.less_than_f32s(negative, zero), simd.less_than_f32s(value_negative, best_value));
+        simd.select_f32s(take_negative, negative, best)
     }
 }
 
@@ -605,7 +669,18 @@ impl WithSimd for HiddenUStepRelu<'_> {
 
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) -> USums {
-        let coefficients = HiddenUCoefficients::new(simd, self.rho, self.alpha, self.gamma);
+        if self.slope == 0.0 {
+            self.run::<S, false>(simd)
+        } else {
+            self.run::<S, true>(simd)
+        }
+    }
+}
+
+impl HiddenUStepRelu<'_> {
+    #[inline(always)]
+    fn run<S: Simd, const LEAKY: bool>(self, simd: S) -> USums {
+        let coefficients = HiddenUCoefficients::<S, LEAKY>::new(simd, self.rho, self.alpha, self.gamma, self.slope);
         let mut sums = ULanes::new(simd);
         let (u_head, u_tail) = S::as_mut_simd_f32s(self.u);
         let (p_head, p_tail) = S::as_simd_f32s(self.p);

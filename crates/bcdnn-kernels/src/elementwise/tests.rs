@@ -168,8 +168,15 @@ fn describe_entry(slices: &[(&str, &[f32])], r: usize) -> String {
     slices.iter().map(|(name, values)| format!("{name} = {:e}", values[r])).collect::<Vec<_>>().join(", ")
 }
 
+/// `||u - P||^2` in `f64` with `P = p + bias` rounded to `f32`, as the kernels compute it.
+fn dist2_to_product(u: &[f32], p: &[f32], bias: &[f32]) -> f64 {
+    u.iter().zip(p).zip(bias).map(|((&u, &p), &b)| (f64::from(u) - f64::from(p + b)).powi(2)).sum()
+}
+
 fn assert_usums_close(kernel: &str, case: &Case, expected: USums, actual: USums, inputs: impl Fn() -> String) {
     assert_sum_close(kernel, "coupling_old", case, expected.coupling_old, actual.coupling_old, &inputs);
+    assert_sum_close(kernel, "coupling_new", case, expected.coupling_new, actual.coupling_new, &inputs);
+    assert_sum_close(kernel, "link_old", case, expected.link_old, actual.link_old, &inputs);
     assert_sum_close(kernel, "link_new", case, expected.link_new, actual.link_new, &inputs);
     assert_sum_close(kernel, "step", case, expected.step, actual.step, &inputs);
 }
@@ -365,6 +372,7 @@ fn hidden_u_step_relu_matches_scalar() {
                 rho,
                 alpha,
                 gamma,
+                slope: 0.0,
             });
 
             let kernel = format!("hidden_u_step_relu(rho {rho}, alpha {alpha}, gamma {gamma})");
@@ -397,6 +405,8 @@ fn hidden_u_step_relu_matches_scalar() {
             // scalar reference does; `coupling_old` does not depend on the output.
             let expected_sums = USums {
                 coupling_old: expected_sums.coupling_old,
+                coupling_new: dist2_to_product(actual.get(), p.get(), bias.get()),
+                link_old: expected_sums.link_old,
                 link_new: scalar::dist2_relu(a.get(), actual.get()),
                 step: scalar::dist2(actual.get(), u.get()),
             };
@@ -624,6 +634,56 @@ fn prox_leaky_relu_matches_grid_minimum() {
                      {resolution:e}; {inputs}"
                 );
             }
+        }
+    }
+}
+
+#[test]
+fn u_step_sums_match_direct() {
+    let mut rng = StdRng::seed_from_u64(14);
+    for len in [0, 7, 16, 53] {
+        let draw = |rng: &mut StdRng| (0..len).map(|_| random_value(rng)).collect::<Vec<f32>>();
+        let (u_old, p, bias, v) = (draw(&mut rng), draw(&mut rng), draw(&mut rng), draw(&mut rng));
+        let case = Case { level: "detected", arch: Arch::new(), len, offset: 0, seed: 14 };
+
+        // Output layer: sigma is the identity, so link_old = ||v - u_old||^2.
+        for (name, simd_version) in [("scalar", false), ("simd", true)] {
+            let mut u = u_old.clone();
+            let sums = if simd_version {
+                simd::output_u_step(&mut u, &p, &bias, &v, 0.7, 1.3)
+            } else {
+                scalar::output_u_step(&mut u, &p, &bias, &v, 0.7, 1.3)
+            };
+            let expected = USums {
+                coupling_old: dist2_to_product(&u_old, &p, &bias),
+                coupling_new: dist2_to_product(&u, &p, &bias),
+                link_old: scalar::dist2(&v, &u_old),
+                link_new: scalar::dist2(&v, &u),
+                step: scalar::dist2(&u, &u_old),
+            };
+            assert_usums_close(&format!("output_u_step ({name})"), &case, expected, sums, || {
+                describe(&[("u_old", &u_old), ("p", &p), ("bias", &bias), ("v", &v)])
+            });
+        }
+
+        // Hidden ReLU layer: link_old = ||a - max(u_old, 0)||^2.
+        for (name, simd_version) in [("scalar", false), ("simd", true)] {
+            let mut u = u_old.clone();
+            let sums = if simd_version {
+                simd::hidden_u_step_relu(&mut u, &p, &bias, &v, 0.7, 0.4, 1.3)
+            } else {
+                scalar::hidden_u_step_relu(&mut u, &p, &bias, &v, 0.7, 0.4, 1.3)
+            };
+            let expected = USums {
+                coupling_old: dist2_to_product(&u_old, &p, &bias),
+                coupling_new: dist2_to_product(&u, &p, &bias),
+                link_old: scalar::dist2_relu(&v, &u_old),
+                link_new: scalar::dist2_relu(&v, &u),
+                step: scalar::dist2(&u, &u_old),
+            };
+            assert_usums_close(&format!("hidden_u_step_relu ({name})"), &case, expected, sums, || {
+                describe(&[("u_old", &u_old), ("p", &p), ("bias", &bias), ("a", &v)])
+            });
         }
     }
 }
