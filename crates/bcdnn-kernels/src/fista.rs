@@ -80,6 +80,23 @@ impl<T: Real> FistaScratch<T> {
     }
 }
 
+impl<T> FistaScratch<T> {
+    /// Bytes held.
+    pub fn size_bytes(&self) -> usize {
+        let buffers = [
+            &self.previous,
+            &self.extrapolated,
+            &self.trial,
+            &self.applied,
+            &self.applied_previous,
+            &self.applied_extrapolated,
+            &self.applied_trial,
+            &self.linear,
+        ];
+        buffers.iter().map(|b| b.len()).sum::<usize>() * std::mem::size_of::<T>() + self.power.len() * 8
+    }
+}
+
 /// Iterates of the solver that live in the scratch, each of the block's length.
 struct Buffers<'a, T> {
     previous: &'a mut [T],

@@ -121,6 +121,13 @@ pub struct InnerSolve {
     pub tolerance: f64,
 }
 
+impl InnerSolve {
+    /// The kernels' form of these bounds.
+    pub fn kernels(&self) -> bcdnn_kernels::fista::InnerSolve {
+        bcdnn_kernels::fista::InnerSolve { max_iterations: self.max_iterations, tolerance: self.tolerance }
+    }
+}
+
 impl Default for InnerSolve {
     fn default() -> Self {
         Self { max_iterations: 50, tolerance: 1e-6 }

@@ -34,6 +34,7 @@ pub mod network;
 pub mod objective;
 pub mod sgd;
 pub mod trainer;
+mod two_splitting;
 mod workspace;
 
 pub use bcdnn_kernels::model::{Activation, ActivationRegulariser, Loss, LossScale, WeightRegulariser};
@@ -41,4 +42,4 @@ pub use config::{Algorithm, Block, Config, ConfigBuilder, ConfigError, InnerSolv
 pub use network::{Evaluation, Network};
 pub use objective::ObjectiveTerms;
 pub use sgd::{SgdConfig, SgdConfigError, SgdEpochReport, SgdError, SgdTrainer};
-pub use trainer::{StepReport, TrainError, Trainer};
+pub use trainer::{BlockReport, StepReport, TrainError, Trainer};

@@ -2,6 +2,7 @@
 
 use bcdnn_kernels::elementwise::{argmax, scalar};
 use bcdnn_kernels::matrix::{columns_view, slice_view_mut};
+use bcdnn_kernels::model::Activation;
 use bcdnn_kernels::products::matmul;
 use bcdnn_kernels::tiling::{for_each_tile, partial, sum_partials, Partial, ThreadScratch, TileGrid};
 use bcdnn_kernels::{ColMatrix, Real};
@@ -10,18 +11,22 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 
 /// Weights `W_i` (`d_i x d_{i-1}`, column-major) and biases `b_i` of a fully connected
-/// network with ReLU hidden layers and a linear output layer.
+/// network with a linear output layer, its hidden activations, and its identity skip
+/// connections: `V_i = sigma_i(W_i V_{i-1} + b_i) + S_i V_{i-1}`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Network<T> {
     widths: Vec<usize>,
     pub(crate) weights: Vec<ColMatrix<T>>,
     pub(crate) biases: Vec<Vec<T>>,
+    activations: Vec<Activation>,
+    skips: Vec<bool>,
 }
 
 impl<T: Real> Network<T> {
     /// Draws `W_i ~ weight_scale N(0, 1)` entrywise and sets every bias entry to `bias`,
     /// from a ChaCha8 generator seeded with `seed`, so a seed gives the same network on
-    /// every platform.
+    /// every platform. Hidden layers are ReLU without skips; see
+    /// [`Network::with_architecture`].
     pub fn init(widths: &[usize], seed: u64, weight_scale: f64, bias: f64) -> Self {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let mut weights = Vec::with_capacity(widths.len() - 1);
@@ -37,7 +42,41 @@ impl<T: Real> Network<T> {
             weights.push(ColMatrix::from_vec(data, fan_out, fan_in));
             biases.push(vec![T::from_f64(bias); fan_out]);
         }
-        Self { widths: widths.to_vec(), weights, biases }
+        let hidden = widths.len().saturating_sub(2);
+        Self {
+            widths: widths.to_vec(),
+            weights,
+            biases,
+            activations: vec![Activation::Relu; hidden],
+            skips: vec![false; hidden],
+        }
+    }
+
+    /// Sets the hidden activations and skip connections (one entry per hidden layer).
+    ///
+    /// # Panics
+    /// If either slice's length is not the number of hidden layers, or a skip joins layers
+    /// of different widths.
+    pub fn with_architecture(mut self, activations: &[Activation], skips: &[bool]) -> Self {
+        let hidden = self.depth() - 1;
+        assert_eq!(activations.len(), hidden, "one activation per hidden layer");
+        assert_eq!(skips.len(), hidden, "one skip flag per hidden layer");
+        for (l, &skip) in skips.iter().enumerate() {
+            assert!(!skip || self.widths[l] == self.widths[l + 1], "skip on layer {} joins different widths", l + 1);
+        }
+        self.activations = activations.to_vec();
+        self.skips = skips.to_vec();
+        self
+    }
+
+    /// Activation of layer `layer` (0-based); `Linear` for the output layer.
+    pub fn activation(&self, layer: usize) -> Activation {
+        self.activations.get(layer).copied().unwrap_or(Activation::Linear)
+    }
+
+    /// Whether layer `layer` (0-based) has an identity skip connection.
+    pub fn has_skip(&self, layer: usize) -> bool {
+        self.skips.get(layer).copied().unwrap_or(false)
     }
 
     /// Widths `d_0, ..., d_N`.
@@ -129,14 +168,16 @@ fn forward_tile<'s, T: Real>(
         };
         matmul(slice_view_mut(out, rows), false, net.weights[layer].view(), rhs, T::one(), Par::Seq);
 
-        // A_l = sigma(A_l + b_l 1^T), linear on the output layer.
+        // A_l = sigma(A_l + b_l 1^T) + S_l A_{l-1}, linear on the output layer.
         let bias = &net.biases[layer];
-        let hidden = layer + 1 < net.depth();
+        let activation = net.activation(layer);
         for column in out.chunks_exact_mut(rows) {
-            if hidden {
-                T::add_bias_relu(column, bias);
-            } else {
-                T::add_bias(column, bias);
+            T::add_bias_activate(activation, column, bias);
+        }
+        if net.has_skip(layer) {
+            let input = if layer == 0 { &input[..rows * width] } else { &current[..rows * width] };
+            for (o, &x) in out.iter_mut().zip(input) {
+                *o = *o + x;
             }
         }
         std::mem::swap(&mut current, &mut next);

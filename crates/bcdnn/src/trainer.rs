@@ -2,15 +2,18 @@
 
 use crate::blocks;
 pub use crate::config::Block;
-use crate::config::{Config, ConfigError, LayerParams};
+use crate::config::{Algorithm, Config, ConfigError, LayerParams, UpdateOrder};
 use crate::network::{evaluate_tiled, predict_tiled, Evaluation, Network};
-use crate::objective::{evaluate_objective, ObjectiveTerms};
+use crate::objective::{evaluate_terms, LayerTerms, ObjectiveTerms};
+use crate::two_splitting;
 use crate::workspace::Workspace;
 use bcdnn_data::DatasetView;
+use bcdnn_kernels::loss::OutputUpdate;
 use bcdnn_kernels::matrix::{columns_view, slice_view_mut};
+use bcdnn_kernels::model::Activation;
 use bcdnn_kernels::products::matmul;
 use bcdnn_kernels::spd::NotPositiveDefinite;
-use bcdnn_kernels::tiling::{for_each_tile_mut, partial, Partial, TileGrid, PARTIAL_LEN};
+use bcdnn_kernels::tiling::{for_each_tile_mut, TileGrid, PARTIAL_LEN};
 use bcdnn_kernels::{ColMatrix, Real};
 use faer::Par;
 use serde::Serialize;
@@ -37,6 +40,8 @@ pub enum TrainError {
     NotPositiveDefinite { block: &'static str, layer: usize, source: NotPositiveDefinite },
     #[error("the {block} block of layer {layer} became non-finite (NaN or infinity) in iteration {iteration}; reduce the parameters' scale or check the data")]
     NonFinite { block: &'static str, layer: usize, iteration: usize },
+    #[error("block {block} does not exist in the {algorithm} algorithm")]
+    NoSuchBlock { block: Block, algorithm: &'static str },
     #[error("could not start the thread pool: {0}")]
     ThreadPool(#[from] rayon::ThreadPoolBuildError),
 }
@@ -59,8 +64,11 @@ pub struct StepReport {
     /// Largest increase of `Lbar` caused by any single block update of this step (0 when
     /// every block decreased it, as exact minimisation guarantees up to rounding).
     pub largest_block_increase: f64,
-    /// The terms of `Lbar` at the iterate before this step, accumulated inside this step's
-    /// elementwise passes at no extra cost (backward order only).
+    /// Inner iterations run by the blocks without a closed form.
+    pub inner_iterations: usize,
+    /// The terms of `Lbar` at the iterate before this step. In the backward order they are
+    /// accumulated inside this step's elementwise passes at no extra cost; other orders
+    /// evaluate them explicitly at the end of the previous step.
     pub previous_objective: Option<ObjectiveTerms>,
 }
 
@@ -71,11 +79,32 @@ impl StepReport {
     }
 }
 
-/// Trains a network on a fixed training set by three-splitting BCD.
+/// What one block update did: its squared step and the terms of `Lbar` that involve the
+/// block, before and after.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct BlockReport {
+    /// `||P_block^new - P_block^old||^2`.
+    pub step: f64,
+    /// Sum of the terms of `Lbar` involving the block, before and after the update. Their
+    /// difference is the change of `Lbar`.
+    pub local_before: f64,
+    pub local_after: f64,
+    /// Inner iterations (0 for closed-form updates).
+    pub inner_iterations: usize,
+}
+
+impl BlockReport {
+    /// Change of `Lbar` caused by the update (negative or zero for a descent step).
+    pub fn change(&self) -> f64 {
+        self.local_after - self.local_before
+    }
+}
+
+/// Trains a network on a fixed training set by BCD.
 ///
 /// All state (`U_i`, `V_i`, weights) and scratch is allocated in [`Trainer::new`]; each
-/// [`Trainer::step`] performs one full sweep over the blocks in backward order. Work runs on a
-/// rayon pool owned by the trainer, so several trainers can live in one process.
+/// [`Trainer::step`] performs one sweep over the blocks in the configured order. Work runs
+/// on a rayon pool owned by the trainer, so several trainers can live in one process.
 pub struct Trainer<'a, T: Real = f32> {
     config: Config,
     features: &'a [f32],
@@ -90,8 +119,11 @@ pub struct Trainer<'a, T: Real = f32> {
     ws: Workspace<T>,
     schedule: Vec<Block>,
     iteration: usize,
-    /// Loss and activation-coupling terms of the current iterate, from the last step.
-    current_terms: ObjectiveTerms,
+    /// Every term of `Lbar` at the current iterate, kept current block by block.
+    terms: LayerTerms,
+    /// Objective at the current iterate, evaluated explicitly (orders other than backward).
+    explicit_objective: Option<ObjectiveTerms>,
+    loss_weight: f64,
 }
 
 impl<'a, T: Real> Trainer<'a, T> {
@@ -109,6 +141,7 @@ impl<'a, T: Real> Trainer<'a, T> {
         if n == 0 {
             return Err(TrainError::EmptyTrainingSet);
         }
+        config.check_prox_linear(n)?;
 
         // A tile never needs more columns than there are samples; the clamp also bounds the
         // per-thread scratch, which is sized by the tile width.
@@ -123,16 +156,13 @@ impl<'a, T: Real> Trainer<'a, T> {
             Some(_) => None,
             None => Some(ColMatrix::from_vec(features.iter().map(|&x| T::from_f64(x as f64)).collect(), widths[0], n)),
         };
-        let network = Network::init(&widths, config.seed, config.init_weight_scale, config.init_bias);
+        let network = Network::init(&widths, config.seed, config.init_weight_scale, config.init_bias)
+            .with_architecture(&config.activations, &config.skips);
         let u = widths[1..].iter().map(|&d| ColMatrix::zeros(d, n)).collect();
         let v = widths[1..].iter().map(|&d| ColMatrix::zeros(d, n)).collect();
-        let ws = Workspace::new(&widths, n, config.tile_width, threads);
-        let depth = config.depth();
-        let mut schedule =
-            vec![Block::Activation(depth - 1), Block::PreActivation(depth - 1), Block::Weights(depth - 1)];
-        for l in (0..depth - 1).rev() {
-            schedule.extend([Block::Activation(l), Block::PreActivation(l), Block::Weights(l)]);
-        }
+        let ws = Workspace::new(&config, n, threads);
+        let schedule = config.schedule();
+        let loss_weight = config.loss_weight(n);
 
         let mut trainer = Self {
             config,
@@ -147,7 +177,9 @@ impl<'a, T: Real> Trainer<'a, T> {
             ws,
             schedule,
             iteration: 0,
-            current_terms: ObjectiveTerms::default(),
+            terms: LayerTerms::default(),
+            explicit_objective: None,
+            loss_weight,
         };
         let Self { pool, config, features, converted_input, network, u, v, ws, threads, labels, .. } = &mut trainer;
         pool.install(|| {
@@ -163,7 +195,8 @@ impl<'a, T: Real> Trainer<'a, T> {
                 *threads,
             )
         });
-        trainer.current_terms = trainer.objective();
+        trainer.terms = trainer.evaluate_terms();
+        trainer.explicit_objective = Some(trainer.terms.objective(&trainer.config));
         Ok(trainer)
     }
 
@@ -198,10 +231,11 @@ impl<'a, T: Real> Trainer<'a, T> {
     }
 
     /// Mutable access to the weights, pre-activations and activations, for warm starts and
-    /// for tests that perturb the state. Changing them makes the next step's
-    /// `previous_objective` describe a mix of old and new values; call
-    /// [`Trainer::objective`] for an exact value.
+    /// for tests that perturb the state. The trainer re-evaluates its objective terms when
+    /// the borrow ends, at the next call of [`Trainer::step`] or [`Trainer::update_block`].
     pub fn state_mut(&mut self) -> (&mut Network<T>, &mut [ColMatrix<T>], &mut [ColMatrix<T>]) {
+        self.explicit_objective = None;
+        self.terms = LayerTerms::default();
         (&mut self.network, &mut self.u, &mut self.v)
     }
 
@@ -219,136 +253,360 @@ impl<'a, T: Real> Trainer<'a, T> {
         (state, workspace)
     }
 
+    /// Re-evaluates the tracked terms after [`Trainer::state_mut`].
+    fn refresh_terms(&mut self) {
+        if self.terms.link.is_empty() {
+            self.terms = self.evaluate_terms();
+            self.explicit_objective = Some(self.terms.objective(&self.config));
+        }
+    }
+
     /// Performs one BCD iteration: every block of [`Trainer::schedule`] once.
     pub fn step(&mut self) -> Result<StepReport, TrainError> {
+        self.refresh_terms();
         let start = Instant::now();
         let mut report = StepReport { iteration: self.iteration + 1, ..StepReport::default() };
-        let mut previous = ObjectiveTerms {
-            loss: self.current_terms.loss,
-            activation_coupling: self.current_terms.activation_coupling,
-            preactivation_coupling: 0.0,
-        };
-        let mut current = ObjectiveTerms::default();
+        let backward = self.config.order == UpdateOrder::Backward;
+        // Backward order: the loss, activation-coupling and regularisation terms at the start
+        // of the step are exact in-pass values; the pre-activation couplings of the previous
+        // iterate are summed by this step's U updates.
+        let start_terms = self.terms.objective(&self.config);
+        let mut previous = ObjectiveTerms { preactivation_coupling: 0.0, ..start_terms };
 
         for index in 0..self.schedule.len() {
             let block = self.schedule[index];
             let block_start = Instant::now();
-            let sums = self.update_block(block)?;
+            let coupling_before = self.terms.coupling[block.layer()];
+            let outcome = self.update_block(block)?;
             let seconds = block_start.elapsed().as_secs_f64();
-            let layer = block.layer();
-            let params = self.config.layers[layer];
-            let output_layer = layer + 1 == self.network.depth();
+            report.largest_block_increase = report.largest_block_increase.max(outcome.change());
+            report.inner_iterations += outcome.inner_iterations;
             match block {
                 Block::Activation(_) => {
                     report.seconds_v += seconds;
-                    if output_layer {
-                        current.loss = 0.5 * sums[0];
-                        report.step_v += sums[1];
-                    } else {
-                        report.step_v += sums[0];
-                    }
+                    report.step_v += outcome.step;
                 }
-                Block::PreActivation(_) => {
+                Block::PreActivation(layer) => {
                     report.seconds_u += seconds;
-                    previous.preactivation_coupling += 0.5 * params.rho * sums[0];
-                    current.activation_coupling += 0.5 * params.gamma * sums[1];
-                    report.step_u += sums[2];
+                    report.step_u += outcome.step;
+                    previous.preactivation_coupling += 0.5 * self.config.layers[layer].rho * coupling_before;
                 }
                 Block::Weights(_) => {
                     report.seconds_w += seconds;
-                    report.step_w += sums[0];
+                    report.step_w += outcome.step;
                 }
             }
         }
 
         self.iteration += 1;
-        self.current_terms = current;
-        report.previous_objective = Some(previous);
         report.update_seconds = start.elapsed().as_secs_f64();
+        if backward && self.config.algorithm == Algorithm::ThreeSplitting {
+            report.previous_objective = Some(previous);
+        } else {
+            report.previous_objective = self.explicit_objective;
+            let terms = self.evaluate_terms();
+            self.explicit_objective = Some(terms.objective(&self.config));
+        }
         Ok(report)
     }
 
-    /// Minimises `Lbar` over one block with all others fixed and returns the block's partial
-    /// sums (see the functions in `blocks`). Exposed so that tests and custom schedules can
-    /// check the objective after every block.
-    pub fn update_block(&mut self, block: Block) -> Result<Partial, TrainError> {
+    /// Minimises `Lbar` over one block with all others fixed. Exposed so that tests and
+    /// custom schedules can check the objective after every block.
+    pub fn update_block(&mut self, block: Block) -> Result<BlockReport, TrainError> {
+        self.refresh_terms();
+        let depth = self.network.depth();
+        let layer = block.layer();
+        assert!(layer < depth, "block {block} is outside a network of {depth} layers");
+        let outcome = match self.config.algorithm {
+            Algorithm::ThreeSplitting => self.update_three_splitting(block)?,
+            Algorithm::TwoSplitting => self.update_two_splitting(block)?,
+        };
+        let finite = outcome.step.is_finite() && outcome.local_after.is_finite();
+        if !finite {
+            return Err(TrainError::NonFinite { block: block.kind(), layer: layer + 1, iteration: self.iteration + 1 });
+        }
+        Ok(outcome)
+    }
+
+    fn update_three_splitting(&mut self, block: Block) -> Result<BlockReport, TrainError> {
         let depth = self.network.depth();
         let n = self.labels.len();
         let grid = TileGrid::new(n, self.config.tile_width);
         let threads = self.threads;
         let input = input_matrix(self.features, self.converted_input.as_ref());
         let layer = block.layer();
-        assert!(layer < depth, "block {block:?} is outside a network of {depth} layers");
-        let params: LayerParams = self.config.layers[layer];
+        let config = &self.config;
+        let params: LayerParams = config.layers[layer];
         let output_layer = layer + 1 == depth;
-        let widths = &self.config.widths;
+        let widths = &config.widths;
         let ws = &mut self.ws;
         let network = &mut self.network;
         let u = &mut self.u;
+        let terms = &mut self.terms;
         let (v_before, v_rest) = self.v.split_at_mut(layer);
         let prev: &[T] = if layer == 0 { input } else { v_before[layer - 1].as_slice() };
-        let v_layer = &mut v_rest[0];
+        let (v_layer, v_after) = v_rest.split_first_mut().expect("the layer exists");
         let labels = self.labels;
+        let loss_weight = self.loss_weight;
 
-        let sums = self.pool.install(|| -> Result<Partial, TrainError> {
+        self.pool.install(|| -> Result<BlockReport, TrainError> {
             let wrap = |source| TrainError::NotPositiveDefinite { block: block.kind(), layer: layer + 1, source };
+            let (gamma, rho, alpha) = (params.gamma, params.rho, params.alpha);
             Ok(match block {
                 Block::Activation(_) if output_layer => {
-                    blocks::output_activation(params, labels, &u[layer], v_layer, grid, ws)
+                    let update = OutputUpdate {
+                        loss: config.loss,
+                        weight: loss_weight,
+                        reg: config.activation_regularisers[layer],
+                        gamma,
+                        alpha,
+                    };
+                    let s = blocks::output_activation(&update, labels, &u[layer], v_layer, grid, ws);
+                    terms.loss = s.loss_new;
+                    terms.link[layer] = s.dist_new;
+                    terms.activation_reg[layer] = s.reg_new;
+                    BlockReport {
+                        step: s.step,
+                        local_before: s.loss_old + 0.5 * gamma * s.dist_old + s.reg_old,
+                        local_after: s.loss_new + 0.5 * gamma * s.dist_new + s.reg_new,
+                        inner_iterations: 0,
+                    }
                 }
                 Block::Activation(_) => {
-                    let next = self.config.layers[layer + 1];
-                    let step = blocks::hidden_activation(
-                        params.gamma,
-                        next.rho,
-                        &network.weights[layer + 1],
-                        &network.biases[layer + 1],
-                        &u[layer + 1],
-                        &u[layer],
+                    let next = config.layers[layer + 1];
+                    let hidden = blocks::HiddenActivation {
+                        gamma,
+                        gamma_next: next.gamma,
+                        rho: next.rho,
+                        activation: config.activation(layer),
+                        activation_next: config.activation(layer + 1),
+                        reg: config.activation_regularisers[layer],
+                        inner: config.inner,
+                        w_next: &network.weights[layer + 1],
+                        b_next: &network.biases[layer + 1],
+                        u_next: &u[layer + 1],
+                        u: &u[layer],
+                        skip_input: config.has_skip(layer).then_some(prev),
+                        skip_output: config.has_skip(layer + 1).then(|| &v_after[0]),
+                    };
+                    let s = blocks::hidden_activation(&hidden, v_layer, grid, ws, threads).map_err(wrap)?;
+                    let skip_next = config.has_skip(layer + 1);
+                    let next_weight = if skip_next { 0.5 * next.gamma } else { 0.0 };
+                    let local_before = 0.5 * gamma * s.link_old
+                        + next_weight * s.link_next_old
+                        + 0.5 * next.rho * terms.coupling[layer + 1]
+                        + s.reg_old;
+                    let local_after = 0.5 * gamma * s.link_new
+                        + next_weight * s.link_next_new
+                        + 0.5 * next.rho * s.coupling_next_new
+                        + s.reg_new;
+                    terms.link[layer] = s.link_new;
+                    if skip_next {
+                        terms.link[layer + 1] = s.link_next_new;
+                    }
+                    terms.coupling[layer + 1] = s.coupling_next_new;
+                    terms.activation_reg[layer] = s.reg_new;
+                    BlockReport { step: s.step, local_before, local_after, inner_iterations: s.inner_iterations }
+                }
+                Block::PreActivation(_) => {
+                    let activation = (!output_layer).then(|| config.activation(layer));
+                    let s = blocks::preactivation(
+                        (gamma, rho, alpha),
+                        activation,
+                        config.has_skip(layer).then_some(prev),
+                        &network.weights[layer],
+                        &network.biases[layer],
+                        prev,
                         v_layer,
+                        &mut u[layer],
                         grid,
                         ws,
-                        threads,
-                    )
-                    .map_err(wrap)?;
-                    partial(&[step])
+                    );
+                    terms.coupling[layer] = s.u.coupling_new;
+                    terms.link[layer] = s.u.link_new;
+                    terms.u_norm2[layer] = s.norm2;
+                    BlockReport {
+                        step: s.u.step,
+                        local_before: 0.5 * rho * s.u.coupling_old + 0.5 * gamma * s.u.link_old,
+                        local_after: 0.5 * rho * s.u.coupling_new + 0.5 * gamma * s.u.link_new,
+                        inner_iterations: 0,
+                    }
                 }
-                Block::PreActivation(_) => blocks::preactivation(
-                    params,
-                    output_layer,
-                    &network.weights[layer],
-                    &network.biases[layer],
-                    prev,
-                    v_layer,
-                    &mut u[layer],
-                    grid,
-                    ws,
-                ),
                 Block::Weights(_) => {
                     let prev_view = columns_view(prev, widths[layer], 0..n);
                     let (weights, bias) = network.layer_mut(layer);
-                    let step = blocks::weights(params, prev_view, &u[layer], weights, bias, layer == 0, ws, threads)
+                    let update = blocks::WeightUpdate {
+                        rho,
+                        alpha,
+                        reg: config.weight_regularisers[layer],
+                        inner: config.inner,
+                        target_norm2: terms.u_norm2[layer],
+                    };
+                    let s = blocks::weights(update, prev_view, &u[layer], weights, bias, layer == 0, ws, threads)
                         .map_err(wrap)?;
-                    partial(&[step])
+                    let local_before = 0.5 * rho * terms.coupling[layer] + s.reg_old;
+                    let local_after = 0.5 * rho * s.coupling_new + s.reg_new;
+                    terms.coupling[layer] = s.coupling_new;
+                    terms.weight_reg[layer] = s.reg_new;
+                    BlockReport { step: s.step, local_before, local_after, inner_iterations: s.inner_iterations }
                 }
             })
-        })?;
-        if sums.iter().any(|s| !s.is_finite()) {
-            return Err(TrainError::NonFinite { block: block.kind(), layer: layer + 1, iteration: self.iteration + 1 });
+        })
+    }
+
+    fn update_two_splitting(&mut self, block: Block) -> Result<BlockReport, TrainError> {
+        let depth = self.network.depth();
+        let layer = block.layer();
+        let output_layer = layer + 1 == depth;
+        if let Block::Activation(_) = block {
+            if output_layer {
+                // `U_N` holds `Z_N`, so the three-splitting output update is the same block.
+                return self.update_three_splitting(block);
+            }
         }
-        Ok(sums)
+        let n = self.labels.len();
+        let grid = TileGrid::new(n, self.config.tile_width);
+        let threads = self.threads;
+        let input = input_matrix(self.features, self.converted_input.as_ref());
+        let config = &self.config;
+        let params: LayerParams = config.layers[layer];
+        let (gamma, alpha) = (params.gamma, params.alpha);
+        let widths = &config.widths;
+        let ws = &mut self.ws;
+        let network = &mut self.network;
+        let u = &mut self.u;
+        let terms = &mut self.terms;
+        let (v_before, v_rest) = self.v.split_at_mut(layer);
+        let prev: &[T] = if layer == 0 { input } else { v_before[layer - 1].as_slice() };
+        let (v_layer, v_after) = v_rest.split_first_mut().expect("the layer exists");
+        let algorithm = config.algorithm.name();
+
+        self.pool.install(|| -> Result<BlockReport, TrainError> {
+            let wrap = |source| TrainError::NotPositiveDefinite { block: block.kind(), layer: layer + 1, source };
+            Ok(match block {
+                Block::PreActivation(_) => return Err(TrainError::NoSuchBlock { block, algorithm }),
+                Block::Weights(_) if output_layer => {
+                    // The output is linear: the joint least-squares update with V_N as target.
+                    let target_norm2: f64 = v_layer.as_slice().iter().map(|&x| x.to_f64().powi(2)).sum();
+                    let prev_view = columns_view(prev, widths[layer], 0..n);
+                    let (weights, bias) = network.layer_mut(layer);
+                    let update = blocks::WeightUpdate {
+                        rho: gamma,
+                        alpha,
+                        reg: config.weight_regularisers[layer],
+                        inner: config.inner,
+                        target_norm2,
+                    };
+                    let s = blocks::weights(update, prev_view, v_layer, weights, bias, layer == 0, ws, threads)
+                        .map_err(wrap)?;
+                    two_splitting::forward_layer(
+                        &network.weights[layer],
+                        &network.biases[layer],
+                        prev,
+                        Activation::Linear,
+                        None,
+                        &mut u[layer],
+                        grid,
+                        &mut ws.partials,
+                        &ws.scratch,
+                    );
+                    let link_new =
+                        two_splitting::link_of_layer(&u[layer], v_layer, grid, &mut ws.partials, &ws.scratch);
+                    let local_before = 0.5 * gamma * terms.link[layer] + s.reg_old;
+                    let local_after = 0.5 * gamma * link_new + s.reg_new;
+                    terms.link[layer] = link_new;
+                    terms.weight_reg[layer] = s.reg_new;
+                    BlockReport { step: s.step, local_before, local_after, inner_iterations: s.inner_iterations }
+                }
+                Block::Weights(_) => {
+                    let hidden = two_splitting::HiddenWeights {
+                        gamma,
+                        alpha,
+                        activation: config.activation(layer),
+                        reg: config.weight_regularisers[layer],
+                        inner: config.inner,
+                        prev,
+                        v: v_layer.as_slice(),
+                        skip_input: config.has_skip(layer).then_some(prev),
+                    };
+                    let buffers = ws.two_splitting.as_mut().expect("two-splitting buffers exist for this algorithm");
+                    let (weights, bias) = network.layer_mut(layer);
+                    let s = two_splitting::hidden_weights(
+                        &hidden,
+                        layer,
+                        weights,
+                        bias,
+                        &mut u[layer],
+                        buffers,
+                        grid,
+                        &mut ws.partials,
+                        &ws.scratch,
+                    );
+                    terms.link[layer] = s.link_new;
+                    terms.weight_reg[layer] = s.reg_new;
+                    BlockReport {
+                        step: s.step,
+                        local_before: 0.5 * gamma * s.link_old + s.reg_old,
+                        local_after: 0.5 * gamma * s.link_new + s.reg_new,
+                        inner_iterations: s.iterations,
+                    }
+                }
+                Block::Activation(_) => {
+                    let next = config.layers[layer + 1];
+                    let skip_next = config.has_skip(layer + 1);
+                    let w_next = &network.weights[layer + 1];
+                    let frobenius: f64 = w_next.as_slice().iter().map(|&x| x.to_f64().powi(2)).sum();
+                    let lipschitz = gamma + alpha + next.gamma * (frobenius + if skip_next { 1.0 } else { 0.0 }) * 2.0;
+                    let (u_layer, u_next) = u.split_at_mut(layer + 1);
+                    let hidden = two_splitting::HiddenActivation {
+                        gamma,
+                        gamma_next: next.gamma,
+                        alpha,
+                        activation: config.activation(layer),
+                        activation_next: config.activation(layer + 1),
+                        reg: config.activation_regularisers[layer],
+                        inner: config.inner,
+                        z: u_layer[layer].as_slice(),
+                        skip_input: config.has_skip(layer).then_some(prev),
+                        w_next,
+                        b_next: &network.biases[layer + 1],
+                        v_next: v_after[0].as_slice(),
+                        skip_next,
+                        lipschitz,
+                    };
+                    let s = two_splitting::hidden_activation(
+                        &hidden,
+                        v_layer,
+                        &mut u_next[0],
+                        grid,
+                        &mut ws.partials,
+                        &ws.scratch,
+                    );
+                    terms.link[layer] = s.link_new;
+                    terms.link[layer + 1] = s.link_next_new;
+                    terms.activation_reg[layer] = s.reg_new;
+                    BlockReport {
+                        step: s.step,
+                        local_before: 0.5 * gamma * s.link_old + 0.5 * next.gamma * s.link_next_old + s.reg_old,
+                        local_after: 0.5 * gamma * s.link_new + 0.5 * next.gamma * s.link_next_new + s.reg_new,
+                        inner_iterations: s.iterations,
+                    }
+                }
+            })
+        })
     }
 
     /// Evaluates every term of `Lbar` at the current iterate explicitly (one product per
     /// layer over the training set).
     pub fn objective(&mut self) -> ObjectiveTerms {
+        self.evaluate_terms().objective(&self.config)
+    }
+
+    fn evaluate_terms(&mut self) -> LayerTerms {
         let input = input_matrix(self.features, self.converted_input.as_ref());
-        let (network, params, labels, u, v) = (&self.network, &self.config.layers, self.labels, &self.u, &self.v);
-        let tile_width = self.config.tile_width;
+        let (config, network, labels, u, v) = (&self.config, &self.network, self.labels, &self.u, &self.v);
         let ws = &mut self.ws;
-        self.pool.install(|| {
-            evaluate_objective(network, params, input, labels, u, v, tile_width, &ws.scratch, &mut ws.partials)
-        })
+        self.pool.install(|| evaluate_terms(config, network, input, labels, u, v, &ws.scratch, &mut ws.partials))
     }
 
     /// Accuracy and squared loss of the plain forward pass of the current weights on `data`.
@@ -387,8 +645,8 @@ impl<'a, T: Real> Trainer<'a, T> {
     }
 }
 
-/// `U_l = W_l V_{l-1} + b_l 1^T`, `V_l = relu(U_l)` (linear on the output layer), and the
-/// Gram matrix of the fixed input.
+/// `U_l = W_l V_{l-1} + b_l 1^T`, `V_l = sigma_l(U_l) + S_l V_{l-1}` (linear on the output
+/// layer), and the Gram matrix of the fixed input.
 #[allow(clippy::too_many_arguments)]
 fn initialise_state_and_input_gram<T: Real>(
     config: &Config,
