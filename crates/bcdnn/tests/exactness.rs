@@ -7,7 +7,7 @@
 
 mod common;
 
-use bcdnn::{Block, Config, Trainer};
+use bcdnn::{Activation, Block, Config, Loss, Trainer};
 use rand::{Rng, SeedableRng};
 
 /// Copies the values of one block out of the trainer.
@@ -70,6 +70,46 @@ fn every_block_update_is_exact_minimiser() {
         .tile_width(16)
         .build()
         .unwrap();
+    check_exact(config, &data, "relu / squared");
+}
+
+#[test]
+fn exact_for_every_activation_loss_and_skip() {
+    let data = common::random_dataset(30, 5, 3, 17);
+    let activations = [
+        Activation::Relu,
+        Activation::LeakyRelu { slope: 0.2 },
+        Activation::Sigmoid,
+        Activation::Tanh,
+        Activation::Softplus,
+        Activation::Linear,
+    ];
+    for activation in activations {
+        for loss in [Loss::Squared, Loss::Hinge] {
+            for skip in [false, true] {
+                // 6 -> 6 (direct form, may carry a skip), 6 -> 3 (Woodbury form).
+                let mut builder = Config::builder(5, &[6, 6, 3], 3)
+                    .activation(activation)
+                    .loss(loss)
+                    .alpha(0.8)
+                    .gamma(1.2)
+                    .rho(0.9)
+                    .init_weight_scale(0.5)
+                    .seed(6)
+                    .threads(2)
+                    .tile_width(8);
+                if skip {
+                    builder = builder.skip(2);
+                }
+                let case = format!("{} / {} / skip {skip}", activation.name(), loss.name());
+                check_exact(builder.build().unwrap(), &data, &case);
+            }
+        }
+    }
+}
+
+fn check_exact(config: Config, data: &bcdnn_data::Dataset, case: &str) {
+    let smooth_activation = !matches!(config.activations[0], Activation::Relu | Activation::LeakyRelu { .. });
     let mut trainer: Trainer<f64> = Trainer::new(config.clone(), data.view()).unwrap();
     // Move away from the initial point so no block sits at a trivial optimum.
     for _ in 0..3 {
@@ -98,11 +138,16 @@ fn every_block_update_is_exact_minimiser() {
             // Non-smooth ReLU blocks can have a kink at the minimiser; there the one-sided
             // slopes are both >= 0 instead of the two-sided slope being 0.
             let smooth_tolerance = 1e-6 * scale;
-            let at_kink = matches!(block, Block::PreActivation(l) if l + 1 < config.depth());
+            let output = block.layer() + 1 == config.depth();
+            let at_kink = match block {
+                Block::PreActivation(_) => !output && !smooth_activation,
+                Block::Activation(_) => output && config.loss == Loss::Hinge,
+                Block::Weights(_) => false,
+            };
             if !at_kink {
                 assert!(
                     derivative.abs() <= smooth_tolerance,
-                    "block {block:?}, trial {trial}: directional derivative {derivative:e} at the update"
+                    "{case}: block {block:?}, trial {trial}: directional derivative {derivative:e} at the update"
                 );
             }
 
@@ -112,7 +157,7 @@ fn every_block_update_is_exact_minimiser() {
                     let value = block_objective(&mut trainer, block, &along(sign * t), &old, alpha);
                     assert!(
                         value >= f_best - 1e-9 * scale,
-                        "block {block:?}, trial {trial}: step {} lowers f from {f_best:.12e} to {value:.12e}",
+                        "{case}: block {block:?}, trial {trial}: step {} lowers f from {f_best:.12e} to {value:.12e}",
                         sign * t
                     );
                 }
