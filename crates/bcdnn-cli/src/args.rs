@@ -30,6 +30,9 @@ pub enum Command {
     /// Draw accuracy, objective and step-length curves of one or more run records into an SVG
     /// or PNG figure.
     Plot(crate::plot::PlotArgs),
+    /// Run a fixed comparison of several training runs and draw its figure.
+    #[command(subcommand)]
+    Experiment(crate::experiment::ExperimentCommand),
     /// Print the version, CPU, SIMD level and the MNIST data and cache directories.
     Info,
 }
@@ -41,6 +44,20 @@ pub struct TrainArgs {
     /// Starting configuration; every option given explicitly overrides the preset's value.
     #[arg(long, value_enum, value_name = "NAME", default_value_t = Preset::Quick)]
     pub preset: Preset,
+
+    /// Training method: bcd (three-splitting block coordinate descent) or sgd (minibatch SGD
+    /// with backpropagation on the mean squared loss, from the same initial weights). With sgd,
+    /// one iteration is one epoch.
+    #[arg(long, value_enum, value_name = "NAME", default_value_t = Algorithm::Bcd)]
+    pub algorithm: Algorithm,
+
+    /// SGD step length eta of W <- W - eta grad L_B; required with --algorithm sgd
+    #[arg(long, value_name = "ETA")]
+    pub learning_rate: Option<f64>,
+
+    /// Samples per SGD batch; only with --algorithm sgd [default: 512]
+    #[arg(long, value_name = "N", value_parser = parse_positive)]
+    pub batch_size: Option<usize>,
 
     /// Hidden layer widths, comma-separated; WxC repeats width W C times, so 600x10 is ten
     /// layers of 600 and 1000,500x2 is 1000,500,500 [default: from --preset]
@@ -83,7 +100,14 @@ pub struct TrainArgs {
     #[arg(long, value_name = "N", value_parser = parse_positive)]
     pub test_limit: Option<usize>,
 
-    /// Evaluate training and test accuracy every K iterations and always after the last one
+    /// Hold out the last N samples of the training set (after --train-limit) as a validation
+    /// split: they are not trained on, are evaluated with the other sets, and select the best
+    /// iteration of the summary [default: no validation split]
+    #[arg(long, value_name = "N", value_parser = parse_validation)]
+    pub validation: Option<usize>,
+
+    /// Evaluate training, validation and test accuracy every K iterations and always after the
+    /// last one
     #[arg(long, value_name = "K", default_value_t = 1, value_parser = parse_positive)]
     pub eval_every: usize,
 
@@ -115,10 +139,41 @@ pub struct TrainArgs {
     #[arg(long, requires = "record")]
     pub overwrite: bool,
 
+    /// Legend name of the run, stored in the record's run line and used by `bcdnn plot`
+    /// [default: the record's file name]
+    #[arg(long, value_name = "NAME")]
+    pub label: Option<String>,
+
     /// Print only the final summary and errors
     #[arg(long, short)]
     pub quiet: bool,
 }
+
+/// Training methods of `bcdnn train`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Algorithm {
+    /// Three-splitting block coordinate descent on the full batch.
+    #[value(name = "bcd")]
+    Bcd,
+    /// Minibatch stochastic gradient descent with backpropagation.
+    #[value(name = "sgd")]
+    Sgd,
+}
+
+impl Algorithm {
+    /// Returns the name as written on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::Bcd => "bcd",
+            Algorithm::Sgd => "sgd",
+        }
+    }
+}
+
+/// Samples per SGD batch when `--batch-size` is not given, the batch size of the SGD
+/// comparison in Zeng, Lau, Lin, Yao (ICML 2019).
+pub const DEFAULT_BATCH_SIZE: usize = 512;
 
 /// Named starting configurations of `bcdnn train`. Every preset trains on the whole training
 /// set unless `--train-limit` is given.
@@ -240,10 +295,30 @@ fn parse_positive(text: &str) -> Result<usize, String> {
     Ok(value)
 }
 
+/// Parses `--validation`: a sample count of at least 1.
+fn parse_validation(text: &str) -> Result<usize, String> {
+    let value: usize = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{text}' is not a sample count; give the number of training samples to hold out"))?;
+    if value == 0 {
+        return Err("a validation split of 0 samples is invalid; give at least 1, or leave out --validation to \
+                    train on every sample without a validation split"
+            .to_string());
+    }
+    Ok(value)
+}
+
 /// A `bcdnn train` invocation with the preset applied.
 #[derive(Clone, Debug)]
 pub struct TrainSetup {
     pub preset: Preset,
+    pub algorithm: Algorithm,
+    /// SGD step length; `Some` exactly when `algorithm` is SGD.
+    pub learning_rate: Option<f64>,
+    pub batch_size: usize,
+    pub validation: Option<usize>,
+    pub label: Option<String>,
     pub hidden: Vec<usize>,
     pub epochs: usize,
     pub gamma: f64,
@@ -264,11 +339,18 @@ pub struct TrainSetup {
 }
 
 impl TrainArgs {
-    /// Fills every option the user did not give from the preset.
-    pub fn resolve(self) -> TrainSetup {
+    /// Fills every option the user did not give from the preset, and rejects options that do
+    /// not apply to the chosen algorithm.
+    pub fn resolve(self) -> anyhow::Result<TrainSetup> {
+        self.check_algorithm_options()?;
         let preset = self.preset.values();
-        TrainSetup {
+        Ok(TrainSetup {
             preset: self.preset,
+            algorithm: self.algorithm,
+            learning_rate: self.learning_rate,
+            batch_size: self.batch_size.unwrap_or(DEFAULT_BATCH_SIZE),
+            validation: self.validation,
+            label: self.label,
             hidden: self.hidden.map_or(preset.hidden, |h| h.0),
             epochs: self.epochs.unwrap_or(preset.epochs),
             gamma: self.gamma.unwrap_or(preset.gamma),
@@ -286,7 +368,37 @@ impl TrainArgs {
             record: self.record,
             overwrite: self.overwrite,
             quiet: self.quiet,
+        })
+    }
+
+    fn check_algorithm_options(&self) -> anyhow::Result<()> {
+        match self.algorithm {
+            Algorithm::Bcd => {
+                let sgd_only =
+                    [("--learning-rate", self.learning_rate.is_some()), ("--batch-size", self.batch_size.is_some())];
+                if let Some((option, _)) = sgd_only.iter().find(|(_, given)| *given) {
+                    anyhow::bail!("{option} applies to --algorithm sgd only; add --algorithm sgd or remove {option}");
+                }
+            }
+            Algorithm::Sgd => {
+                let bcd_only = [
+                    ("--gamma", self.gamma.is_some()),
+                    ("--rho", self.rho.is_some()),
+                    ("--alpha", self.alpha.is_some()),
+                ];
+                if let Some((option, _)) = bcd_only.iter().find(|(_, given)| *given) {
+                    anyhow::bail!("{option} is a BCD parameter and does not apply to --algorithm sgd; remove {option}");
+                }
+                match self.learning_rate {
+                    None => anyhow::bail!("--algorithm sgd needs --learning-rate; give a step length such as 0.01"),
+                    Some(rate) if !(rate.is_finite() && rate > 0.0) => anyhow::bail!(
+                        "--learning-rate {rate} is invalid; give a finite number greater than 0, such as 0.01"
+                    ),
+                    Some(_) => {}
+                }
+            }
         }
+        Ok(())
     }
 }
 
@@ -337,7 +449,7 @@ mod tests {
         ])
         .unwrap();
         let Command::Train(args) = cli.command else { panic!("expected the train command") };
-        let setup = args.resolve();
+        let setup = args.resolve().unwrap();
         assert_eq!(setup.hidden, vec![1500; 3]);
         assert_eq!(setup.epochs, 2);
         assert_eq!(setup.alpha, 2.5);

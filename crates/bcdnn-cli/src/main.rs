@@ -6,8 +6,11 @@
 
 mod args;
 mod bench;
+mod experiment;
 mod info;
 mod interrupt;
+mod iterations;
+mod model;
 mod output;
 mod plot;
 mod progress;
@@ -25,18 +28,20 @@ use crate::train::Outcome;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let quiet = matches!(&cli.command, Command::Train(args) if args.quiet);
+    let quiet = match &cli.command {
+        Command::Train(args) => args.quiet,
+        Command::Experiment(experiment) => experiment.quiet(),
+        _ => false,
+    };
     init_logger(quiet);
 
     let system = SystemInfo::detect();
     let result = match cli.command {
         Command::Train(args) => {
             let command_line: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
-            train::run_train(&args.resolve(), &command_line, &system).map(|outcome| match outcome {
-                Outcome::Completed => ExitCode::SUCCESS,
-                Outcome::Interrupted => ExitCode::from(interrupt::INTERRUPTED_EXIT_CODE),
-            })
+            args.resolve().and_then(|setup| train::run_train(&setup, &command_line, &system)).map(exit_code)
         }
+        Command::Experiment(experiment) => experiment::run_experiment(&experiment, &system).map(exit_code),
         Command::Bench(args) => bench::run_bench(&args, &system).map(|()| ExitCode::SUCCESS),
         Command::Plot(args) => plot::run_plot(&args).map(|()| ExitCode::SUCCESS),
         Command::Info => {
@@ -50,6 +55,13 @@ fn main() -> ExitCode {
             eprintln!("error: {}", error_chain(&error));
             ExitCode::FAILURE
         }
+    }
+}
+
+fn exit_code(outcome: Outcome) -> ExitCode {
+    match outcome {
+        Outcome::Completed => ExitCode::SUCCESS,
+        Outcome::Interrupted => ExitCode::from(interrupt::INTERRUPTED_EXIT_CODE),
     }
 }
 

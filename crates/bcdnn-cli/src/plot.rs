@@ -26,6 +26,10 @@ use serde_json::Value;
 
 use crate::record::RECORD_FORMAT_VERSION;
 
+/// Oldest record format version this program reads. Version 1 lacks the fields that version 2
+/// added, and the figure uses none of them.
+const OLDEST_FORMAT_VERSION: u32 = 1;
+
 /// DejaVu Sans 2.37, embedded so that text is measured and drawn the same way on machines
 /// without system fonts. Licence: `assets/DejaVuSans-LICENSE.txt`.
 static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
@@ -174,8 +178,8 @@ struct IterationLine {
 ///
 /// The error names the file, and the line where there is one. It rejects:
 /// - an empty file, or a line that is not valid JSON (a file truncated mid-line included);
-/// - a first line that is not a `"kind": "run"` line, or whose `format_version` is not
-///   [`RECORD_FORMAT_VERSION`];
+/// - a first line that is not a `"kind": "run"` line, or whose `format_version` is outside
+///   [`OLDEST_FORMAT_VERSION`]..=[`RECORD_FORMAT_VERSION`];
 /// - a second run line, a line of an unknown kind, or a line after the summary line;
 /// - a record without iteration lines.
 pub fn read_run(path: &Path) -> Result<RunCurves> {
@@ -230,7 +234,7 @@ pub fn read_run(path: &Path) -> Result<RunCurves> {
                 location(number)
             ),
             Some(other) => bail!(
-                "{}: unknown line kind \"{other}\"; records of format version {RECORD_FORMAT_VERSION} have run, iteration and summary lines",
+                "{}: unknown line kind \"{other}\"; records of format versions {OLDEST_FORMAT_VERSION} to {RECORD_FORMAT_VERSION} have run, iteration and summary lines",
                 location(number)
             ),
             None => bail!("{}: the line has no string field \"kind\"", location(number)),
@@ -275,9 +279,11 @@ fn check_run_line(run: &Value, location: &str) -> Result<()> {
         None => "a bcdnn version that did not record its version".to_string(),
     };
     match run.get("format_version").and_then(Value::as_u64) {
-        Some(version) if version == u64::from(RECORD_FORMAT_VERSION) => Ok(()),
+        Some(version) if (u64::from(OLDEST_FORMAT_VERSION)..=u64::from(RECORD_FORMAT_VERSION)).contains(&version) => {
+            Ok(())
+        }
         Some(version) => bail!(
-            "{location}: record format version {version} is not supported; this bcdnn reads version {RECORD_FORMAT_VERSION}, so plot the record with {writer}, which wrote it"
+            "{location}: record format version {version} is not supported; this bcdnn reads versions {OLDEST_FORMAT_VERSION} to {RECORD_FORMAT_VERSION}, so plot the record with {writer}, which wrote it"
         ),
         None => bail!("{location}: the run line has no integer field \"format_version\""),
     }
@@ -869,7 +875,7 @@ mod tests {
             (
                 "version",
                 record(&[run_line(RECORD_FORMAT_VERSION + 1, None), bcd_iteration(1)]),
-                "format version 2 is not supported",
+                "format version 3 is not supported",
             ),
             (
                 "no-version",
@@ -902,6 +908,17 @@ mod tests {
             assert!(message.contains(&input.display().to_string()), "{name}: the message names the file: {message:?}");
         }
         assert_eq!(files_in(&dir).iter().filter(|name| name.contains("figure")).count(), 0, "no figure is written");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn version_1_record_is_read() {
+        let dir = scratch_dir("version-1");
+        let text = record(&[run_line(1, None), bcd_iteration(1), bcd_iteration(2), summary_line()]);
+        let input = write(&dir, "old.jsonl", &text);
+        let run = read_run(&input).unwrap();
+        assert_eq!(run.points.len(), 2);
+        assert_eq!(run.points[1].objective, Some(3000.0 / 2f64.powf(0.7)));
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -1,7 +1,8 @@
 //! The JSON-lines run record written by `bcdnn train --record FILE`.
 //!
 //! A record has one `"kind": "run"` line describing the run, one `"kind": "iteration"` line
-//! per completed iteration and one `"kind": "summary"` line. Lines are appended and flushed
+//! per completed iteration and one `"kind": "summary"` line. BCD and SGD runs share the
+//! layout: for SGD one iteration is one epoch, and the fields only BCD computes are null. Lines are appended and flushed
 //! to a temporary file next to FILE as they are produced, so an interrupted run leaves its
 //! lines readable there. The temporary file is renamed onto FILE when the run ends.
 
@@ -10,13 +11,18 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use bcdnn::{Config, ObjectiveTerms};
+use bcdnn::ObjectiveTerms;
 use serde::Serialize;
 
 use crate::system::{SystemInfo, Timestamp};
 
 /// Version of the record layout; increase it when a field changes meaning or is removed.
-pub const RECORD_FORMAT_VERSION: u32 = 1;
+///
+/// Version 2 added the algorithm, label and validation split to the run line, the validation
+/// and majority-fraction fields and `largest_block_increase` to iteration lines, made the
+/// BCD-only iteration fields nullable, and replaced the summary's `final_*` and
+/// `best_test_*` fields by the `last` and `best` objects.
+pub const RECORD_FORMAT_VERSION: u32 = 2;
 
 /// Appends JSON lines to a temporary file and moves it onto the final path on
 /// [`RecordWriter::finish`].
@@ -152,21 +158,35 @@ pub struct RunRecord<'a> {
     /// The program's arguments, the program name included.
     pub command_line: &'a [String],
     pub preset: &'static str,
-    /// Widths `d_0..d_N`, per-layer gamma, rho and alpha, seed, requested threads (0: one per
-    /// core), tile width and initialisation.
-    pub config: &'a Config,
+    /// `"bcd"` or `"sgd"`.
+    pub algorithm: &'static str,
+    /// Legend name for `bcdnn plot`.
+    pub label: &'a str,
+    /// What one iteration of the record is: a BCD sweep over all blocks on the full batch,
+    /// or one SGD epoch.
+    pub iteration_unit: &'static str,
+    /// BCD: widths `d_0..d_N`, per-layer gamma, rho and alpha, seed, requested threads (0: one
+    /// per core), tile width and initialisation. SGD: widths, learning rate, batch size, seed,
+    /// requested threads and initialisation.
+    pub config: serde_json::Value,
     pub epochs: usize,
     pub eval_every: usize,
     /// Worker threads the trainer runs.
     pub threads: usize,
+    /// Samples trained on: the training set after `--train-limit`, less the validation split.
     pub train_samples: usize,
     pub test_samples: usize,
+    /// Samples of the validation split; 0 without one.
+    pub validation_samples: usize,
+    /// Which samples form the validation split, in words; null without one.
+    pub validation_split: Option<String>,
     pub data_dir: &'a Path,
     pub cache_dir: &'a Path,
     pub memory_mapped: bool,
-    /// Bytes of the trainer's state (`U`, `V`, weights) and workspace.
+    /// Bytes of the trainer's state (BCD: `U`, `V` and weights; SGD: weights) and of its
+    /// workspace (null for SGD).
     pub state_bytes: usize,
-    pub workspace_bytes: usize,
+    pub workspace_bytes: Option<usize>,
     pub system: &'a SystemInfo,
 }
 
@@ -183,25 +203,40 @@ pub struct IterationRecord {
     pub squared_loss: Option<f64>,
     /// The same sum over the test samples.
     pub test_squared_loss: Option<f64>,
+    /// The same sum over the validation samples.
+    pub validation_squared_loss: Option<f64>,
     pub train_accuracy: Option<f64>,
     pub test_accuracy: Option<f64>,
-    /// Wall time of the block updates.
+    pub validation_accuracy: Option<f64>,
+    /// Fraction of the samples of each set predicted as that set's most frequently predicted
+    /// class; near 1 for a collapsed network.
+    pub train_majority_fraction: Option<f64>,
+    pub test_majority_fraction: Option<f64>,
+    pub validation_majority_fraction: Option<f64>,
+    /// SGD: mean over the epoch's batches of the batch loss `1/(2m) sum ||f(x) - y||^2`, each
+    /// at the weights before that batch's update. Null for BCD, and once SGD has diverged.
+    pub mean_batch_loss: Option<f64>,
+    /// Wall time of the block updates (BCD) or of the epoch (SGD).
     pub update_seconds: f64,
     /// Wall time of the accuracy evaluations and, in the last iteration, of the explicit
     /// objective evaluation.
     pub eval_seconds: f64,
-    pub seconds_w: f64,
-    pub seconds_u: f64,
-    pub seconds_v: f64,
+    /// Wall time per BCD block kind; null for SGD, as are the other BCD-only fields below.
+    pub seconds_w: Option<f64>,
+    pub seconds_u: Option<f64>,
+    pub seconds_v: Option<f64>,
     /// `||P^k - P^{k-1}||^2` summed over the blocks of each kind.
-    pub step_w: f64,
-    pub step_u: f64,
-    pub step_v: f64,
+    pub step_w: Option<f64>,
+    pub step_u: Option<f64>,
+    pub step_v: Option<f64>,
     /// `||P^k - P^{k-1}||^2` over all blocks.
-    pub step_total: f64,
+    pub step_total: Option<f64>,
     /// `k * min_{j<=k} ||P^j - P^{j-1}||^2`, which stays bounded when the step lengths decay
     /// at the `O(1/k)` rate that the convergence theory gives.
-    pub step_min_times_k: f64,
+    pub step_min_times_k: Option<f64>,
+    /// Largest increase of `Lbar` caused by a single block update of this iteration, as the
+    /// trainer reports it (0 when every block decreased it).
+    pub largest_block_increase: Option<f64>,
     /// Wall time since the first iteration started, at the end of this iteration.
     pub elapsed_seconds: f64,
 }
@@ -224,13 +259,15 @@ pub struct SummaryRecord {
     /// The error chain of a failed run.
     pub error: Option<String>,
     pub iterations: usize,
-    /// `Lbar` at the initial iterate, before the first step.
+    /// `Lbar` at the initial iterate, before the first step (null for SGD).
     pub initial_objective: Option<f64>,
-    pub final_objective: Option<f64>,
-    pub final_train_accuracy: Option<f64>,
-    pub final_test_accuracy: Option<f64>,
-    pub best_test_accuracy: Option<f64>,
-    pub best_test_iteration: Option<usize>,
+    /// The last iteration run; null when none completed.
+    pub last: Option<IterationSummary>,
+    /// The evaluated iteration with the highest validation accuracy, the earliest on a tie.
+    /// Null without a validation split: the test set never selects an iteration.
+    pub best: Option<IterationSummary>,
+    /// How `best` was chosen, or why there is none.
+    pub best_selection: &'static str,
     pub mean_update_seconds: Option<f64>,
     pub total_update_seconds: f64,
     pub total_eval_seconds: f64,
@@ -239,3 +276,40 @@ pub struct SummaryRecord {
     /// Wall time of the whole command.
     pub total_seconds: f64,
 }
+
+/// Values of one iteration that the summary repeats.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct IterationSummary {
+    pub iteration: usize,
+    /// Null for SGD, and for a best iteration whose objective was never computed because the
+    /// step after it failed.
+    pub objective: Option<f64>,
+    pub train_accuracy: Option<f64>,
+    pub test_accuracy: Option<f64>,
+    pub validation_accuracy: Option<f64>,
+    pub train_majority_fraction: Option<f64>,
+    pub test_majority_fraction: Option<f64>,
+    pub validation_majority_fraction: Option<f64>,
+}
+
+impl IterationSummary {
+    pub fn of(record: &IterationRecord) -> Self {
+        IterationSummary {
+            iteration: record.iteration,
+            objective: record.objective,
+            train_accuracy: record.train_accuracy,
+            test_accuracy: record.test_accuracy,
+            validation_accuracy: record.validation_accuracy,
+            train_majority_fraction: record.train_majority_fraction,
+            test_majority_fraction: record.test_majority_fraction,
+            validation_majority_fraction: record.validation_majority_fraction,
+        }
+    }
+}
+
+/// `best_selection` of a run with a validation split.
+pub const BEST_BY_VALIDATION: &str = "highest validation accuracy, earliest iteration on a tie";
+
+/// `best_selection` of a run without one.
+pub const NO_BEST_WITHOUT_VALIDATION: &str =
+    "none: the run has no validation split (--validation), and the test set is never used to select an iteration";

@@ -1,17 +1,19 @@
-//! `bcdnn train`: load MNIST, build the trainer, run the iterations with progress output and
-//! an optional JSON-lines record, and print a summary.
+//! `bcdnn train`: load MNIST, build the BCD or SGD trainer, run the iterations with progress
+//! output and an optional JSON-lines record, and print a summary.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use bcdnn::{Config, Evaluation, ObjectiveTerms, StepReport, Trainer};
+use bcdnn::{Config, SgdConfig, SgdTrainer, Trainer};
 use bcdnn_data::{DatasetView, MnistOptions, MNIST_CLASSES};
 
-use crate::args::TrainSetup;
+use crate::args::{Algorithm, TrainSetup};
 use crate::interrupt;
+use crate::iterations::{finish_record, print_summary, run_iterations, EvaluationData, Tracker};
+use crate::model::Model;
 use crate::progress::Progress;
-use crate::record::{IterationRecord, RecordWriter, RunRecord, RunStatus, SummaryRecord, RECORD_FORMAT_VERSION};
+use crate::record::{RecordWriter, RunRecord, RECORD_FORMAT_VERSION};
 use crate::system::{SystemInfo, Timestamp};
 
 /// Pixels per MNIST image (28 x 28), the input width of every network trained here.
@@ -24,6 +26,12 @@ pub enum Outcome {
     Interrupted,
 }
 
+/// The validated configuration of either method.
+enum MethodConfig {
+    Bcd(Config),
+    Sgd(SgdConfig),
+}
+
 /// Runs `bcdnn train`. `command_line` goes into the record unchanged.
 pub fn run_train(setup: &TrainSetup, command_line: &[String], system: &SystemInfo) -> Result<Outcome> {
     let started = Instant::now();
@@ -31,7 +39,7 @@ pub fn run_train(setup: &TrainSetup, command_line: &[String], system: &SystemInf
     let mut progress = Progress::new(setup.quiet);
 
     // Check the configuration and the record path before the slower data loading.
-    let config = build_config(setup)?;
+    let method = build_method_config(setup)?;
     let mut record = match &setup.record {
         Some(path) => Some(RecordWriter::create(path, setup.overwrite)?),
         None => None,
@@ -46,16 +54,29 @@ pub fn run_train(setup: &TrainSetup, command_line: &[String], system: &SystemInf
     progress.note(&format!("loading MNIST from {} (stores in {})", source_dir.display(), cache_dir.display()));
     let mnist = load_mnist(&source_dir, &cache_dir, setup.use_mmap)?;
     let (source_dir, cache_dir) = (absolute_path(&source_dir), absolute_path(&cache_dir));
-    let train_view = limit_samples(mnist.train.view(), setup.train_limit, "--train-limit", "training");
+    let train_all = limit_samples(mnist.train.view(), setup.train_limit, "--train-limit", "training");
+    let (train_view, validation_view) = split_validation(train_all, setup.validation)?;
     let test_view = limit_samples(mnist.test.view(), setup.test_limit, "--test-limit", "test");
-    check_memory(&config, train_view.n_samples())?;
 
-    let mut trainer = Trainer::<f32>::new(config, train_view).context("failed to set up the trainer")?;
-    let (state_bytes, workspace_bytes) = trainer.memory_bytes();
-    let memory_bytes = state_bytes + workspace_bytes;
-    progress.note(&describe_run(setup, &trainer, train_view.n_samples(), test_view.n_samples(), memory_bytes));
+    let mut model = match method {
+        MethodConfig::Bcd(config) => {
+            check_memory(&config, train_view.n_samples())?;
+            Model::Bcd(Trainer::<f32>::new(config, train_view).context("failed to set up the trainer")?)
+        }
+        MethodConfig::Sgd(config) => {
+            Model::Sgd(SgdTrainer::<f32>::new(config, train_view).context("failed to set up the SGD trainer")?)
+        }
+    };
+    let (state_bytes, workspace_bytes) = model.memory_bytes();
+    let samples = SampleCounts {
+        train: train_view.n_samples(),
+        validation: validation_view.map_or(0, |v| v.n_samples()),
+        test: test_view.n_samples(),
+    };
+    progress.note(&describe_run(setup, &model, samples, state_bytes + workspace_bytes.unwrap_or(0)));
 
     if let Some(writer) = record.as_mut() {
+        let label = run_label(setup);
         writer.write(&RunRecord {
             kind: "run",
             format_version: RECORD_FORMAT_VERSION,
@@ -63,12 +84,20 @@ pub fn run_train(setup: &TrainSetup, command_line: &[String], system: &SystemInf
             start_time,
             command_line,
             preset: setup.preset.name(),
-            config: trainer.config(),
+            algorithm: setup.algorithm.name(),
+            label: &label,
+            iteration_unit: match setup.algorithm {
+                Algorithm::Bcd => "one BCD iteration: every block updated once on the full batch",
+                Algorithm::Sgd => "one SGD epoch: one pass over the training samples in batches",
+            },
+            config: model.config_json()?,
             epochs: setup.epochs,
             eval_every: setup.eval_every,
-            threads: trainer.threads(),
-            train_samples: train_view.n_samples(),
-            test_samples: test_view.n_samples(),
+            threads: model.threads(),
+            train_samples: samples.train,
+            test_samples: samples.test,
+            validation_samples: samples.validation,
+            validation_split: validation_view.map(|_| describe_validation(train_all.n_samples(), samples.validation)),
             data_dir: &source_dir,
             cache_dir: &cache_dir,
             memory_mapped: mnist.train.is_memory_mapped(),
@@ -80,13 +109,13 @@ pub fn run_train(setup: &TrainSetup, command_line: &[String], system: &SystemInf
     let setup_seconds = started.elapsed().as_secs_f64();
 
     progress.start(setup.epochs);
-    let mut tracker = Tracker::default();
-    let data = EvaluationData { train: train_view, test: test_view };
-    let result = run_iterations(&mut trainer, data, setup, record.as_mut(), &progress, &mut tracker);
+    let mut tracker = Tracker::new(validation_view.is_some());
+    let data = EvaluationData { train: train_view, validation: validation_view, test: test_view };
+    let result = run_iterations(&mut model, data, setup, record.as_mut(), &progress, &mut tracker);
     progress.finish();
 
     let summary = tracker.summary(&result, setup_seconds, started.elapsed().as_secs_f64());
-    let record_path = match (finish_record(record, tracker.pending.take(), &summary), &result) {
+    let record_path = match (finish_record(record, tracker.take_pending(), &summary), &result) {
         (Ok(path), _) => path,
         (Err(error), Ok(_)) => return Err(error),
         (Err(error), Err(_)) => {
@@ -109,7 +138,26 @@ pub fn run_train(setup: &TrainSetup, command_line: &[String], system: &SystemInf
     }
 }
 
-/// Builds and validates the library configuration; invalid values get the library's message.
+/// Builds and validates the configuration of the chosen method; invalid values get the
+/// library's message.
+fn build_method_config(setup: &TrainSetup) -> Result<MethodConfig> {
+    match setup.algorithm {
+        Algorithm::Bcd => build_config(setup).map(MethodConfig::Bcd),
+        Algorithm::Sgd => {
+            let config = SgdConfig {
+                widths: network_widths(&setup.hidden),
+                learning_rate: setup.learning_rate.context("--algorithm sgd needs --learning-rate")?,
+                batch_size: setup.batch_size,
+                seed: setup.seed,
+                threads: setup.threads,
+            };
+            config.validate().context("invalid SGD configuration")?;
+            Ok(MethodConfig::Sgd(config))
+        }
+    }
+}
+
+/// Builds and validates the BCD configuration.
 fn build_config(setup: &TrainSetup) -> Result<Config> {
     let builder = bcdnn::Config::builder(MNIST_FEATURES, &setup.hidden, MNIST_CLASSES)
         .gamma(setup.gamma)
@@ -119,6 +167,59 @@ fn build_config(setup: &TrainSetup) -> Result<Config> {
         .threads(setup.threads)
         .tile_width(setup.tile_width);
     builder.build().context("invalid training configuration")
+}
+
+/// Widths `784, hidden..., 10` of an MNIST network.
+fn network_widths(hidden: &[usize]) -> Vec<usize> {
+    let mut widths = Vec::with_capacity(hidden.len() + 2);
+    widths.push(MNIST_FEATURES);
+    widths.extend_from_slice(hidden);
+    widths.push(MNIST_CLASSES);
+    widths
+}
+
+/// The run's legend name: `--label`, else the record's file name without its extension, else
+/// the algorithm's name.
+fn run_label(setup: &TrainSetup) -> String {
+    if let Some(label) = &setup.label {
+        return label.clone();
+    }
+    match setup.record.as_deref().and_then(Path::file_stem) {
+        Some(stem) => stem.to_string_lossy().into_owned(),
+        None => setup.algorithm.name().to_string(),
+    }
+}
+
+/// Splits off the last `validation` samples of `train` as the validation split.
+///
+/// Taking the last samples keeps the split fixed for a given `--train-limit`, independent of
+/// the seed, and leaves the first samples, which a smaller `--train-limit` would keep, for
+/// training.
+fn split_validation(
+    train: DatasetView<'_>,
+    validation: Option<usize>,
+) -> Result<(DatasetView<'_>, Option<DatasetView<'_>>)> {
+    let Some(count) = validation else { return Ok((train, None)) };
+    let total = train.n_samples();
+    if count >= total {
+        bail!(
+            "--validation {count} leaves no samples to train on: the training set has {total} samples (after \
+             --train-limit); give at most {}, or raise --train-limit",
+            total.saturating_sub(1)
+        );
+    }
+    let boundary = total - count;
+    let training = train.columns(0..boundary).context("failed to split off the validation samples")?;
+    let held_out = train.columns(boundary..total).context("failed to split off the validation samples")?;
+    Ok((training, Some(held_out)))
+}
+
+/// Describes the validation split for the run line.
+fn describe_validation(total: usize, count: usize) -> String {
+    format!(
+        "the last {count} of the first {total} MNIST training samples (indices {}..{total}), not trained on",
+        total - count
+    )
 }
 
 fn load_mnist(source_dir: &Path, cache_dir: &Path, use_mmap: bool) -> Result<bcdnn_data::Mnist> {
@@ -215,261 +316,37 @@ fn format_widths(widths: &[usize]) -> String {
     parts.join("-")
 }
 
-fn describe_run(
-    setup: &TrainSetup,
-    trainer: &Trainer<'_, f32>,
-    train_samples: usize,
-    test_samples: usize,
-    memory_bytes: usize,
-) -> String {
+/// Sample counts of the three sets of a run.
+#[derive(Clone, Copy)]
+struct SampleCounts {
+    train: usize,
+    validation: usize,
+    test: usize,
+}
+
+fn describe_run(setup: &TrainSetup, model: &Model<'_>, samples: SampleCounts, memory_bytes: usize) -> String {
+    let method = match setup.algorithm {
+        Algorithm::Bcd => format!("BCD with gamma {}, rho {}, alpha {}", setup.gamma, setup.rho, setup.alpha),
+        Algorithm::Sgd => format!(
+            "SGD with learning rate {}, batch size {}",
+            setup.learning_rate.unwrap_or(f64::NAN),
+            setup.batch_size
+        ),
+    };
+    let validation =
+        if samples.validation > 0 { format!(", validating on {}", samples.validation) } else { String::new() };
     format!(
-        "training {} (preset {}) on {train_samples} samples, testing on {test_samples}: gamma {}, rho {}, alpha {}, seed {}, \
-         {} iterations, {} threads, {:.2} GiB of state and workspace",
-        format_widths(&trainer.config().widths),
+        "training {} (preset {}) on {} samples{validation}, testing on {}: {method}, seed {}, {} iterations, \
+         {} threads, {:.2} GiB of state and workspace",
+        format_widths(model.widths()),
         setup.preset.name(),
-        setup.gamma,
-        setup.rho,
-        setup.alpha,
+        samples.train,
+        samples.test,
         setup.seed,
         setup.epochs,
-        trainer.threads(),
+        model.threads(),
         gib(memory_bytes as u64),
     )
-}
-
-#[derive(Clone, Copy)]
-struct EvaluationData<'a> {
-    train: DatasetView<'a>,
-    test: DatasetView<'a>,
-}
-
-/// Running totals of a run and the iteration record that waits for its objective.
-#[derive(Default)]
-struct Tracker {
-    /// The last iteration's record, written once the next step reports its objective.
-    pending: Option<IterationRecord>,
-    iterations: usize,
-    initial_objective: Option<f64>,
-    final_objective: Option<f64>,
-    final_train_accuracy: Option<f64>,
-    final_test_accuracy: Option<f64>,
-    /// Best test accuracy and its iteration; the earliest iteration wins a tie.
-    best_test: Option<(f64, usize)>,
-    total_update_seconds: f64,
-    total_eval_seconds: f64,
-    /// Smallest `||P^j - P^{j-1}||^2` so far.
-    min_step: Option<f64>,
-}
-
-impl Tracker {
-    fn summary(&self, result: &Result<Outcome>, setup_seconds: f64, total_seconds: f64) -> SummaryRecord {
-        let (status, error) = match result {
-            Ok(Outcome::Completed) => (RunStatus::Completed, None),
-            Ok(Outcome::Interrupted) => (RunStatus::Interrupted, None),
-            Err(error) => (RunStatus::Failed, Some(crate::error_chain(error))),
-        };
-        SummaryRecord {
-            kind: "summary",
-            status,
-            error,
-            iterations: self.iterations,
-            initial_objective: self.initial_objective,
-            final_objective: self.final_objective,
-            final_train_accuracy: self.final_train_accuracy,
-            final_test_accuracy: self.final_test_accuracy,
-            best_test_accuracy: self.best_test.map(|(accuracy, _)| accuracy),
-            best_test_iteration: self.best_test.map(|(_, iteration)| iteration),
-            mean_update_seconds: (self.iterations > 0).then(|| self.total_update_seconds / self.iterations as f64),
-            total_update_seconds: self.total_update_seconds,
-            total_eval_seconds: self.total_eval_seconds,
-            setup_seconds,
-            total_seconds,
-        }
-    }
-}
-
-/// Runs the iterations until the configured count or an interrupt, writing each iteration's
-/// record once its objective is known.
-///
-/// `StepReport::previous_objective` of step `k + 1` is the objective after iteration `k`, so
-/// iteration `k`'s record waits in `tracker.pending` for one step. After the last step, one
-/// explicit `Trainer::objective` call supplies the last value.
-fn run_iterations(
-    trainer: &mut Trainer<'_, f32>,
-    data: EvaluationData<'_>,
-    setup: &TrainSetup,
-    mut record: Option<&mut RecordWriter>,
-    progress: &Progress,
-    tracker: &mut Tracker,
-) -> Result<Outcome> {
-    let loop_start = Instant::now();
-    for iteration in 1..=setup.epochs {
-        // Later iterations check for a stop request after their step, so that the stopped
-        // iteration gets its objective and evaluation.
-        if iteration == 1 && interrupt::stop_requested() {
-            return Ok(Outcome::Interrupted);
-        }
-        let report = trainer.step().with_context(|| format!("iteration {iteration} failed"))?;
-        tracker.iterations = iteration;
-        tracker.total_update_seconds += report.update_seconds;
-
-        let previous = report.previous_objective;
-        if iteration == 1 {
-            tracker.initial_objective = previous.map(|terms| terms.total());
-        }
-        if let Some(mut pending) = tracker.pending.take() {
-            pending.objective = previous.map(|terms| terms.total());
-            pending.objective_terms = previous;
-            if let Some(writer) = record.as_deref_mut() {
-                writer.write(&pending)?;
-            }
-        }
-
-        let last = iteration == setup.epochs || interrupt::stop_requested();
-        let evaluated = last || iteration % setup.eval_every == 0;
-        let eval_start = Instant::now();
-        let (train_eval, test_eval) = if evaluated {
-            let train = trainer.evaluate(data.train).context("failed to evaluate the training set")?;
-            let test = trainer.evaluate(data.test).context("failed to evaluate the test set")?;
-            (Some(train), Some(test))
-        } else {
-            (None, None)
-        };
-        let final_terms = last.then(|| trainer.objective());
-        let eval_seconds = eval_start.elapsed().as_secs_f64();
-        tracker.total_eval_seconds += eval_seconds;
-
-        if let Some(test) = &test_eval {
-            if tracker.best_test.is_none_or(|(best, _)| test.accuracy > best) {
-                tracker.best_test = Some((test.accuracy, iteration));
-            }
-            tracker.final_test_accuracy = Some(test.accuracy);
-        }
-        if let Some(train) = &train_eval {
-            tracker.final_train_accuracy = Some(train.accuracy);
-        }
-
-        let step_total = report.step_total();
-        let min_step = tracker.min_step.map_or(step_total, |m| m.min(step_total));
-        tracker.min_step = Some(min_step);
-
-        let iteration_record = IterationRecord {
-            kind: "iteration",
-            iteration,
-            objective: final_terms.map(|terms| terms.total()),
-            objective_terms: final_terms,
-            squared_loss: train_eval.map(|e| e.squared_loss),
-            test_squared_loss: test_eval.map(|e| e.squared_loss),
-            train_accuracy: train_eval.map(|e| e.accuracy),
-            test_accuracy: test_eval.map(|e| e.accuracy),
-            update_seconds: report.update_seconds,
-            eval_seconds,
-            seconds_w: report.seconds_w,
-            seconds_u: report.seconds_u,
-            seconds_v: report.seconds_v,
-            step_w: report.step_w,
-            step_u: report.step_u,
-            step_v: report.step_v,
-            step_total,
-            step_min_times_k: iteration as f64 * min_step,
-            elapsed_seconds: loop_start.elapsed().as_secs_f64(),
-        };
-        let line = format_iteration(iteration, setup.epochs, &report, train_eval, test_eval, final_terms, eval_seconds);
-        progress.iteration(line, evaluated);
-
-        if last {
-            tracker.final_objective = final_terms.map(|terms| terms.total());
-            if let Some(writer) = record.as_deref_mut() {
-                writer.write(&iteration_record)?;
-            }
-            return Ok(if iteration == setup.epochs { Outcome::Completed } else { Outcome::Interrupted });
-        }
-        tracker.pending = Some(iteration_record);
-    }
-    Ok(Outcome::Completed)
-}
-
-/// Formats one progress line. The objective shown is that of the previous iterate, the value
-/// this step computed on the way; the last line also shows the final objective.
-fn format_iteration(
-    iteration: usize,
-    total: usize,
-    report: &StepReport,
-    train: Option<Evaluation>,
-    test: Option<Evaluation>,
-    final_terms: Option<ObjectiveTerms>,
-    eval_seconds: f64,
-) -> String {
-    let width = total.to_string().len();
-    let mut line = format!("iteration {iteration:>width$}/{total}");
-    if let Some(previous) = report.previous_objective {
-        line.push_str(&format!("  objective({}) {:.5e}", iteration - 1, previous.total()));
-    }
-    if let Some(terms) = final_terms {
-        line.push_str(&format!("  objective({iteration}) {:.5e}", terms.total()));
-    }
-    let percent = |e: Option<Evaluation>| e.map_or("   -   ".to_string(), |e| format!("{:6.2}%", 100.0 * e.accuracy));
-    line.push_str(&format!(
-        "  train {}  test {}  update {:.2} s  eval {:.2} s",
-        percent(train),
-        percent(test),
-        report.update_seconds,
-        eval_seconds
-    ));
-    line
-}
-
-/// Writes the iteration record still waiting for its objective, the summary line, and moves
-/// the record onto its final path; returns that path.
-///
-/// A record is still waiting only when the step after it failed, so its objective is unknown
-/// and stays null.
-fn finish_record(
-    record: Option<RecordWriter>,
-    pending: Option<IterationRecord>,
-    summary: &SummaryRecord,
-) -> Result<Option<PathBuf>> {
-    let Some(mut writer) = record else { return Ok(None) };
-    if let Some(pending) = pending {
-        writer.write(&pending)?;
-    }
-    writer.write(summary)?;
-    Ok(Some(writer.finish()?))
-}
-
-fn print_summary(summary: &SummaryRecord, epochs: usize, record_path: Option<&Path>) {
-    let ended = match summary.status {
-        RunStatus::Interrupted => "interrupted after",
-        RunStatus::Completed | RunStatus::Failed => "completed",
-    };
-    println!(
-        "{ended} {} of {epochs} iterations in {:.1} s (setup {:.1} s, updates {:.1} s, evaluation {:.1} s)",
-        summary.iterations,
-        summary.total_seconds,
-        summary.setup_seconds,
-        summary.total_update_seconds,
-        summary.total_eval_seconds
-    );
-    let percent = |value: Option<f64>| value.map_or("-".to_string(), |a| format!("{:.2}%", 100.0 * a));
-    if summary.iterations > 0 {
-        println!(
-            "final accuracy: test {}, train {}",
-            percent(summary.final_test_accuracy),
-            percent(summary.final_train_accuracy)
-        );
-    }
-    if let (Some(best), Some(iteration)) = (summary.best_test_accuracy, summary.best_test_iteration) {
-        println!("best test accuracy: {} at iteration {iteration}", percent(Some(best)));
-    }
-    if let (Some(initial), Some(last)) = (summary.initial_objective, summary.final_objective) {
-        println!("objective: {initial:.5e} initially, {last:.5e} after iteration {}", summary.iterations);
-    }
-    if let Some(mean) = summary.mean_update_seconds {
-        println!("mean update time: {mean:.2} s per iteration");
-    }
-    if let Some(path) = record_path {
-        println!("record: {}", path.display());
-    }
 }
 
 #[cfg(test)]

@@ -94,6 +94,11 @@ fn help_lists_commands_and_options() {
         "--cache-dir",
         "--no-mmap",
         "--quiet",
+        "--validation",
+        "--algorithm",
+        "--learning-rate",
+        "--batch-size",
+        "--label",
     ] {
         assert!(text.contains(option), "train --help lacks {option}:\n{text}");
     }
@@ -127,6 +132,14 @@ fn bad_options_rejected() {
         (&["--eval-every", "0"], "0 is invalid here; give a positive integer", 2),
         (&["--train-limit", "0"], "0 is invalid here; give a positive integer", 2),
         (&["--tile-width", "0"], "tile width is 0", 1),
+        (&["--validation", "0"], "a validation split of 0 samples is invalid", 2),
+        (&["--validation", "many"], "'many' is not a sample count", 2),
+        (&["--algorithm", "sgd"], "--algorithm sgd needs --learning-rate", 1),
+        (&["--algorithm", "sgd", "--learning-rate", "0"], "--learning-rate 0 is invalid", 1),
+        (&["--algorithm", "sgd", "--learning-rate", "0.1", "--gamma", "2"], "--gamma is a BCD parameter", 1),
+        (&["--learning-rate", "0.1"], "--learning-rate applies to --algorithm sgd only", 1),
+        (&["--batch-size", "64"], "--batch-size applies to --algorithm sgd only", 1),
+        (&["--algorithm", "sgd", "--learning-rate", "0.1", "--batch-size", "0"], "0 is invalid here", 2),
         (&["--overwrite"], "--record <FILE>", 2),
         (
             &["--data-dir", "/nonexistent/bcdnn-mnist"],
@@ -202,7 +215,7 @@ fn small_run_writes_record() {
     let path = dir.join("run.jsonl");
     let output = small_train().args(["--epochs", "2", "--seed", "3", "--record"]).arg(&path).output().unwrap();
     assert!(output.status.success(), "training failed:\n{}", stderr(&output));
-    assert!(stdout(&output).contains("final accuracy: test"), "summary missing:\n{}", stdout(&output));
+    assert!(stdout(&output).contains("last iteration 2: test accuracy"), "summary missing:\n{}", stdout(&output));
     assert_eq!(files_in(&dir), vec!["run.jsonl".to_string()], "the temporary record file was left behind");
 
     let lines = read_record(&path);
@@ -210,7 +223,11 @@ fn small_run_writes_record() {
 
     let run = &lines[0];
     assert_eq!(run["kind"], "run");
-    assert_eq!(run["format_version"], 1);
+    assert_eq!(run["format_version"], 2);
+    assert_eq!(run["algorithm"], "bcd");
+    assert_eq!(run["label"], "run", "the label defaults to the record's file stem");
+    assert_eq!(run["validation_samples"], 0);
+    assert!(run["validation_split"].is_null(), "{run}");
     assert_eq!(run["bcdnn_version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(run["config"]["widths"], serde_json::json!([784, 64, 10]));
     let layers = run["config"]["layers"].as_array().expect("config.layers is an array");
@@ -252,6 +269,9 @@ fn small_run_writes_record() {
             "step_v",
             "step_total",
             "step_min_times_k",
+            "largest_block_increase",
+            "train_majority_fraction",
+            "test_majority_fraction",
         ] {
             assert!(record[key].is_number(), "iteration {} field {key} is not a number: {record}", index + 1);
         }
@@ -269,6 +289,12 @@ fn small_run_writes_record() {
         assert!((sum - objective).abs() <= 1e-9 * objective.abs(), "objective {objective} != sum of terms {sum}");
         let accuracy = record["test_accuracy"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&accuracy), "test accuracy {accuracy}");
+        // 200 test samples in 10 classes: at least one class gets a tenth of the predictions.
+        let majority = record["test_majority_fraction"].as_f64().unwrap();
+        assert!((0.1..=1.0).contains(&majority), "test majority fraction {majority}");
+        for key in ["validation_accuracy", "validation_majority_fraction", "mean_batch_loss"] {
+            assert!(record[key].is_null(), "{key} is set without a validation split or SGD: {record}");
+        }
     }
 
     // BCD never increases the objective; the tolerance covers f32 rounding.
@@ -294,10 +320,13 @@ fn small_run_writes_record() {
     assert_eq!(summary["kind"], "summary");
     assert_eq!(summary["status"], "completed");
     assert_eq!(summary["iterations"], 2);
-    assert_eq!(summary["final_objective"], iterations[1]["objective"]);
-    assert_eq!(summary["final_test_accuracy"], iterations[1]["test_accuracy"]);
-    assert!(summary["best_test_iteration"].as_u64().is_some_and(|i| (1..=2).contains(&i)), "{summary}");
+    assert_eq!(summary["last"]["iteration"], 2);
+    assert_eq!(summary["last"]["objective"], iterations[1]["objective"]);
+    assert_eq!(summary["last"]["test_accuracy"], iterations[1]["test_accuracy"]);
+    assert!(summary["best"].is_null(), "no best iteration without a validation split: {summary}");
+    assert!(summary["best_selection"].as_str().is_some_and(|s| s.contains("no validation split")), "{summary}");
     assert!(summary["mean_update_seconds"].is_number(), "{summary}");
+    assert!(stdout(&output).contains("best iteration: none"), "{}", stdout(&output));
     fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -379,5 +408,169 @@ fn interrupt_finishes_record() {
     assert!(last["objective"].is_number(), "{last}");
     assert!(last["test_accuracy"].is_number(), "the interrupted iteration is evaluated: {last}");
     assert_eq!(files_in(&dir), vec!["run.jsonl".to_string()]);
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn validation_as_large_as_training_set_rejected() {
+    for count in ["500", "501"] {
+        let output = small_train().args(["--epochs", "1", "--validation", count]).output().unwrap();
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "--validation {count}: stderr:\n{message}");
+        let expected = format!("--validation {count} leaves no samples to train on: the training set has 500 samples");
+        assert!(message.contains(&expected), "--validation {count}: stderr lacks {expected:?}:\n{message}");
+        assert!(message.contains("give at most 499"), "{message}");
+    }
+}
+
+#[test]
+fn validation_run_reports_best_and_last() {
+    let dir = temp_dir("validation");
+    let path = dir.join("run.jsonl");
+    let output = small_train()
+        .args(["--epochs", "4", "--eval-every", "2", "--validation", "100", "--quiet", "--record"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "training failed:\n{}", stderr(&output));
+
+    let lines = read_record(&path);
+    assert_eq!(lines.len(), 6, "{lines:#?}");
+    let run = &lines[0];
+    assert_eq!(run["train_samples"], 400, "the validation samples are not trained on");
+    assert_eq!(run["validation_samples"], 100);
+    assert!(run["validation_split"].as_str().is_some_and(|s| s.contains("indices 400..500")), "{run}");
+
+    let iterations = &lines[1..5];
+    for record in iterations {
+        let evaluated = record["iteration"].as_u64().unwrap() % 2 == 0;
+        for key in ["validation_accuracy", "validation_squared_loss", "validation_majority_fraction"] {
+            assert_eq!(record[key].is_number(), evaluated, "{key} of iteration {}: {record}", record["iteration"]);
+        }
+    }
+
+    // The best iteration is the evaluated one with the highest validation accuracy, the
+    // earliest on a tie; the last is iteration 4.
+    let summary = &lines[5];
+    let mut best: Option<&Value> = None;
+    for record in iterations.iter().filter(|r| r["validation_accuracy"].is_number()) {
+        let accuracy = record["validation_accuracy"].as_f64().unwrap();
+        if best.is_none_or(|b| accuracy > b["validation_accuracy"].as_f64().unwrap()) {
+            best = Some(record);
+        }
+    }
+    let best = best.expect("evaluated iterations");
+    assert_eq!(summary["best"]["iteration"], best["iteration"], "{summary}");
+    for key in ["validation_accuracy", "test_accuracy", "train_accuracy", "objective", "test_majority_fraction"] {
+        assert_eq!(summary["best"][key], best[key], "best.{key}: {summary}");
+        assert_eq!(summary["last"][key], iterations[3][key], "last.{key}: {summary}");
+    }
+    assert_eq!(summary["last"]["iteration"], 4);
+    assert!(summary["best_selection"].as_str().is_some_and(|s| s.contains("validation accuracy")), "{summary}");
+
+    let text = stdout(&output);
+    assert!(text.contains("last iteration 4: test accuracy"), "{text}");
+    let expected = format!("best iteration {} by validation accuracy", best["iteration"]);
+    assert!(text.contains(&expected), "stdout lacks {expected:?}:\n{text}");
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn sgd_run_writes_record_and_plots() {
+    let dir = temp_dir("sgd");
+    let sgd_path = dir.join("sgd.jsonl");
+    let output = small_train()
+        .args(["--algorithm", "sgd", "--learning-rate", "0.05", "--batch-size", "64", "--epochs", "2"])
+        .args(["--seed", "3", "--label", "SGD test", "--quiet", "--record"])
+        .arg(&sgd_path)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "SGD training failed:\n{}", stderr(&output));
+
+    let lines = read_record(&sgd_path);
+    assert_eq!(lines.len(), 4, "run, 2 epochs, summary: {lines:#?}");
+    let run = &lines[0];
+    assert_eq!(run["algorithm"], "sgd");
+    assert_eq!(run["label"], "SGD test");
+    assert_eq!(run["config"]["learning_rate"], 0.05);
+    assert_eq!(run["config"]["batch_size"], 64);
+    assert_eq!(run["config"]["seed"], 3);
+    assert_eq!(run["config"]["widths"], serde_json::json!([784, 64, 10]));
+    assert_eq!(run["config"]["init_weight_scale"], 0.01);
+    assert!(run["iteration_unit"].as_str().is_some_and(|u| u.contains("epoch")), "{run}");
+    for (index, record) in lines[1..3].iter().enumerate() {
+        assert_eq!(record["iteration"], index + 1);
+        for key in ["train_accuracy", "test_accuracy", "mean_batch_loss", "update_seconds", "test_majority_fraction"] {
+            assert!(record[key].is_number(), "epoch {} field {key}: {record}", index + 1);
+        }
+        for key in ["objective", "step_total", "step_w", "seconds_w", "largest_block_increase"] {
+            assert!(record[key].is_null(), "epoch {} has the BCD-only field {key}: {record}", index + 1);
+        }
+    }
+    assert_eq!(lines[3]["status"], "completed");
+    assert_eq!(lines[3]["last"]["test_accuracy"], lines[2]["test_accuracy"]);
+
+    // The same network trained by BCD, overlaid with the SGD run in one figure.
+    let bcd_path = dir.join("bcd.jsonl");
+    let output = small_train()
+        .args(["--epochs", "2", "--seed", "3", "--label", "BCD test", "--quiet", "--record"])
+        .arg(&bcd_path)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "BCD training failed:\n{}", stderr(&output));
+    let figure = dir.join("overlay.svg");
+    let output = bcdnn().arg("plot").arg(&bcd_path).arg(&sgd_path).arg("-o").arg(&figure).output().unwrap();
+    assert!(output.status.success(), "plot failed:\n{}", stderr(&output));
+    let svg = fs::read_to_string(&figure).unwrap();
+    assert!(svg.contains("SGD test"), "the SGD run is in the legend");
+    assert!(svg.contains("BCD test"), "the BCD run is in the legend");
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn experiment_writes_records_and_figures() {
+    let dir = temp_dir("experiment");
+    let out = dir.join("results");
+    let run = || {
+        let mut command = bcdnn();
+        command.args(["experiment", "bcd-vs-sgd", "--iterations", "2", "--samples", "300", "--test-samples", "100"]);
+        command.args(["--epochs", "2", "--learning-rates", "0.01,0.05", "--batch-size", "64", "--quiet", "--out"]);
+        command.arg(&out);
+        command.arg("--cache-dir").arg(cache_dir());
+        command.output().unwrap()
+    };
+    let output = run();
+    assert!(output.status.success(), "experiment failed:\n{}", stderr(&output));
+    assert_eq!(
+        files_in(&out),
+        ["bcd-vs-sgd.png", "bcd-vs-sgd.svg", "bcd.jsonl", "sgd-lr0.01.jsonl", "sgd-lr0.05.jsonl"],
+        "records and figures, and no temporary files"
+    );
+
+    let bcd = read_record(&out.join("bcd.jsonl"));
+    assert_eq!(bcd[0]["algorithm"], "bcd");
+    assert_eq!(
+        bcd[0]["config"]["widths"],
+        serde_json::json!([784, 600, 600, 600, 600, 600, 600, 600, 600, 600, 600, 10])
+    );
+    assert_eq!(bcd[0]["train_samples"], 300);
+    assert_eq!(bcd.len(), 4, "run, 2 iterations, summary");
+    for rate in ["0.01", "0.05"] {
+        let sgd = read_record(&out.join(format!("sgd-lr{rate}.jsonl")));
+        assert_eq!(sgd[0]["algorithm"], "sgd");
+        assert_eq!(sgd[0]["config"]["learning_rate"].to_string(), rate);
+        assert_eq!(sgd[0]["config"]["widths"], bcd[0]["config"]["widths"]);
+        assert_eq!(sgd[0]["config"]["seed"], bcd[0]["config"]["seed"]);
+        assert_eq!(sgd.len(), 4, "run, 2 epochs, summary");
+    }
+    let svg = fs::read_to_string(out.join("bcd-vs-sgd.svg")).unwrap();
+    assert!(svg.contains("BCD") && svg.contains("SGD lr 0.05"), "legend names the runs");
+    let png = fs::read(out.join("bcd-vs-sgd.png")).unwrap();
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "the PNG figure has the PNG signature");
+    assert!(stdout(&output).contains("test accuracy by iteration"), "{}", stdout(&output));
+
+    let again = run();
+    assert_eq!(again.status.code(), Some(1), "a second run into the same directory must not replace the records");
+    assert!(stderr(&again).contains("already exists; pass --overwrite"), "{}", stderr(&again));
     fs::remove_dir_all(&dir).unwrap();
 }

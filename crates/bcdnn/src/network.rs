@@ -9,6 +9,7 @@ use bcdnn_kernels::{ColMatrix, Real};
 use faer::Par;
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Weights `W_i` (`d_i x d_{i-1}`, column-major) and biases `b_i` of a fully connected
 /// network with a linear output layer, its hidden activations, and its identity skip
@@ -119,6 +120,10 @@ pub struct Evaluation {
     pub accuracy: f64,
     /// `1/2 ||f(X) - Y||^2`, summed over samples.
     pub squared_loss: f64,
+    /// Fraction of samples predicted as the most frequently predicted class. A value near 1
+    /// flags a collapsed network that predicts one class for almost every input; balanced
+    /// predictions on 10 classes give about 0.1.
+    pub majority_fraction: f64,
 }
 
 /// Scratch elements one thread needs to run the forward pass on a tile of `tile_width`
@@ -198,6 +203,9 @@ pub(crate) fn evaluate_tiled<T: Real>(
     let n = labels.len();
     let classes = *net.widths.last().expect("a network has an output layer");
     let grid = TileGrid::new(n, tile_width);
+    // Predictions per class. Integer counts give the same result in any summation order, and
+    // one relaxed increment per sample is small against the sample's forward pass.
+    let class_counts: Vec<AtomicUsize> = (0..classes).map(|_| AtomicUsize::new(0)).collect();
     for_each_tile(grid, partials, scratch, |columns, slot| {
         let start = columns.start;
         let output = forward_tile(net, features, columns.clone(), slot);
@@ -205,20 +213,25 @@ pub(crate) fn evaluate_tiled<T: Real>(
         let mut loss = 0.0;
         for (offset, column) in output.chunks_exact(classes).take(columns.len()).enumerate() {
             let label = labels[start + offset] as usize;
-            if argmax(column) == label {
+            let predicted = argmax(column);
+            if predicted == label {
                 correct += 1.0;
             }
+            class_counts[predicted].fetch_add(1, Ordering::Relaxed);
             loss += scalar::dist2_one_hot(column, label);
         }
         partial(&[correct, loss])
     });
     let total = sum_partials(partials, grid.count());
     let correct = total[0] as usize;
+    let majority = class_counts.iter().map(|count| count.load(Ordering::Relaxed)).max().unwrap_or(0);
+    let fraction = |count: usize| if n == 0 { 0.0 } else { count as f64 / n as f64 };
     Evaluation {
         samples: n,
         correct,
-        accuracy: if n == 0 { 0.0 } else { correct as f64 / n as f64 },
+        accuracy: fraction(correct),
         squared_loss: 0.5 * total[1],
+        majority_fraction: fraction(majority),
     }
 }
 
