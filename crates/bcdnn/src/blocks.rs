@@ -564,7 +564,7 @@ pub(crate) fn hidden_activation<T: Real>(
         T::activate(block.activation, q1, &block.u.as_slice()[start..start + len]);
         if let Some(input) = block.skip_input {
             for (q, &x) in q1.iter_mut().zip(&input[start..start + len]) {
-                *q = *q + x;
+                *q += x;
             }
         }
         if let Some(v_next) = block.skip_output {
@@ -649,7 +649,7 @@ pub(crate) fn hidden_activation<T: Real>(
             matmul(slice_view_mut(out, d), false, W.transpose(), slice_view(k, dn), T::one(), Par::Seq);
             let inv_c = T::from_f64(1.0 / c);
             for (o, &qv) in out.iter_mut().zip(q) {
-                *o = *o + inv_c * qv;
+                *o += inv_c * qv;
             }
             // The next layer is narrow here, so W V is cheap to form: coupling explicitly
             let wv = &mut k[..dn * width];

@@ -182,7 +182,7 @@ fn forward_tile<'s, T: Real>(
         if net.has_skip(layer) {
             let input = if layer == 0 { &input[..rows * width] } else { &current[..rows * width] };
             for (o, &x) in out.iter_mut().zip(input) {
-                *o = *o + x;
+                *o += x;
             }
         }
         std::mem::swap(&mut current, &mut next);

@@ -118,7 +118,7 @@ pub(crate) fn evaluate_terms<T: Real>(
             T::activate(activation, target, u_tile);
             if let Some(input) = skip_input {
                 for (t, &x) in target.iter_mut().zip(&input[start..start + rows * width]) {
-                    *t = *t + x;
+                    *t += x;
                 }
             }
             let link: f64 = v_tile.iter().zip(target.iter()).map(|(&a, &b)| (a.to_f64() - b.to_f64()).powi(2)).sum();

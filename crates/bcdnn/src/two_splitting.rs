@@ -57,7 +57,7 @@ pub(crate) fn forward_layer<T: Real>(
         );
         for column in tile.chunks_exact_mut(rows) {
             for (x, &b) in column.iter_mut().zip(bias) {
-                *x = *x + b;
+                *x += b;
             }
         }
         let Some((v, skip)) = target else { return partial(&[]) };
@@ -182,8 +182,8 @@ pub(crate) fn hidden_weights<T: Real>(
             buffers.old[i + j * d] = weights.view()[(i, j)].to_f64();
         }
     }
-    for i in 0..d {
-        buffers.old[i + m * d] = bias[i].to_f64();
+    for (old, &b) in buffers.old[m * d..(m + 1) * d].iter_mut().zip(bias.iter()) {
+        *old = b.to_f64();
     }
     buffers.current[..d * dim].copy_from_slice(&buffers.old[..d * dim]);
 
@@ -192,7 +192,6 @@ pub(crate) fn hidden_weights<T: Real>(
     // `smooth_value` excludes the regulariser, which is infinite at an infeasible start.
     let mut smooth_value = smooth(z.as_slice());
     let mut value = smooth_value + reg_old;
-    let start_value = value;
 
     // Initial step-size estimate: gamma sup(sigma')^2 ||Vt||_F^2 + alpha bounds the
     // curvature of the linearised problem; later iterations start from half the last one.
@@ -231,8 +230,8 @@ pub(crate) fn hidden_weights<T: Real>(
                 let row_sum: f64 = (0..n).map(|c| buffers.residual.as_slice()[i + c * d].to_f64()).sum();
                 g[i + m * d] = gamma * row_sum;
             }
-            for k in 0..d * dim {
-                g[k] += alpha * (buffers.current[k] - buffers.old[k]);
+            for ((g, &current), &old) in g.iter_mut().zip(&buffers.current).zip(&buffers.old) {
+                *g += alpha * (current - old);
             }
         }
 
@@ -275,7 +274,7 @@ pub(crate) fn hidden_weights<T: Real>(
                 );
                 for column in tile.chunks_exact_mut(d) {
                     for (x, &b) in column.iter_mut().zip(trial_b) {
-                        *x = *x + b;
+                        *x += b;
                     }
                 }
                 partial(&[])
@@ -295,11 +294,9 @@ pub(crate) fn hidden_weights<T: Real>(
                 weights.as_mut_slice()[..d * m].copy_from_slice(&trial_w.as_slice()[..d * m]);
                 bias[..d].copy_from_slice(trial_b);
                 z.as_mut_slice()[..d * n].copy_from_slice(&trial_z.as_slice()[..d * n]);
-                for j in 0..dim {
-                    for i in 0..d {
-                        let k = i + j * d;
-                        buffers.current[k] = if j < m { weights.as_slice()[k].to_f64() } else { bias[i].to_f64() };
-                    }
+                let accepted_values = weights.as_slice()[..d * m].iter().chain(&bias[..d]);
+                for (current, &x) in buffers.current[..d * dim].iter_mut().zip(accepted_values) {
+                    *current = x.to_f64();
                 }
                 let decrease = current_objective - trial_objective;
                 value = trial_value;
@@ -308,20 +305,7 @@ pub(crate) fn hidden_weights<T: Real>(
                 if current_objective.is_finite() && decrease <= block.inner.tolerance * current_objective.abs() {
                     lipschitz = lipschitz.max(f64::MIN_POSITIVE);
                     buffers.lipschitz[layer] = lipschitz;
-                    return finish(
-                        weights,
-                        bias,
-                        buffers,
-                        block,
-                        link_old,
-                        reg_old,
-                        z,
-                        iterations,
-                        start_value,
-                        d,
-                        m,
-                        gamma,
-                    );
+                    return finish(weights, bias, buffers, block, link_old, reg_old, z, iterations, d, m);
                 }
                 break;
             }
@@ -333,7 +317,7 @@ pub(crate) fn hidden_weights<T: Real>(
         lipschitz *= 0.5;
     }
     buffers.lipschitz[layer] = lipschitz;
-    finish(weights, bias, buffers, block, link_old, reg_old, z, iterations, start_value, d, m, gamma)
+    finish(weights, bias, buffers, block, link_old, reg_old, z, iterations, d, m)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -346,19 +330,12 @@ fn finish<T: Real>(
     reg_old: f64,
     z: &ColMatrix<T>,
     iterations: usize,
-    _start_value: f64,
     d: usize,
     m: usize,
-    _gamma: f64,
 ) -> HiddenWeightSums {
     let n = z.cols();
-    let mut step = 0.0;
-    for j in 0..=m {
-        for i in 0..d {
-            let new = if j < m { weights.as_slice()[i + j * d].to_f64() } else { bias[i].to_f64() };
-            step += (new - buffers.old[i + j * d]).powi(2);
-        }
-    }
+    let values = weights.as_slice()[..d * m].iter().chain(&bias[..d]);
+    let step: f64 = values.zip(&buffers.old).map(|(&new, &old)| (new.to_f64() - old).powi(2)).sum();
     HiddenWeightSums {
         step,
         link_old,
@@ -424,7 +401,7 @@ fn tile_terms<T: Real>(
     for c in 0..width {
         for r in 0..dn {
             let k = r + c * dn;
-            z_next[k] = z_next[k] + block.b_next[r];
+            z_next[k] += block.b_next[r];
             let skip = if block.skip_next { v[k].to_f64() } else { 0.0 };
             let value = block.activation_next.value(z_next[k].to_f64()) - v_next[k].to_f64() + skip;
             e[k] = T::from_f64(value);
@@ -490,7 +467,7 @@ pub(crate) fn hidden_activation<T: Real>(
             for (k, ek) in e.iter_mut().enumerate() {
                 let scaled = ek.to_f64() * block.activation_next.derivative(zn[k].to_f64());
                 if block.skip_next {
-                    grad[k] = grad[k] + T::from_f64(gamma_next * ek.to_f64());
+                    grad[k] += T::from_f64(gamma_next * ek.to_f64());
                 }
                 *ek = T::from_f64(scaled);
             }
