@@ -10,8 +10,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[command(
     name = "bcdnn",
     version,
-    about = "Train fully connected ReLU networks on MNIST by three-splitting block coordinate descent (BCD)",
-    propagate_version = true
+    about = "Train fully connected networks on MNIST by block coordinate descent (BCD)",
+    propagate_version = true,
+    args_override_self = true
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -143,6 +144,15 @@ pub struct TrainArgs {
     /// [default: the record's file name]
     #[arg(long, value_name = "NAME")]
     pub label: Option<String>,
+
+    /// Model: activations, loss, regularisers, skips, splitting and block order
+    #[command(flatten)]
+    pub model: crate::spec::ModelArgs,
+
+    /// Read options from a TOML file whose keys are the long option names (hidden = "600x10",
+    /// activation = "tanh", epochs = 20); options on the command line override it
+    #[arg(long, value_name = "FILE.toml")]
+    pub config: Option<PathBuf>,
 
     /// Print only the final summary and errors
     #[arg(long, short)]
@@ -336,6 +346,7 @@ pub struct TrainSetup {
     pub record: Option<PathBuf>,
     pub overwrite: bool,
     pub quiet: bool,
+    pub model: crate::spec::ModelArgs,
 }
 
 impl TrainArgs {
@@ -368,6 +379,7 @@ impl TrainArgs {
             record: self.record,
             overwrite: self.overwrite,
             quiet: self.quiet,
+            model: self.model,
         })
     }
 
@@ -388,6 +400,11 @@ impl TrainArgs {
                 ];
                 if let Some((option, _)) = bcd_only.iter().find(|(_, given)| *given) {
                     anyhow::bail!("{option} is a BCD parameter and does not apply to --algorithm sgd; remove {option}");
+                }
+                if !self.model.is_default() {
+                    anyhow::bail!(
+                        "the model options (--activation, --loss, --skip, --weight-reg, --activation-reg, --splitting, --order, --inner-*) apply to --algorithm bcd only; the SGD baseline trains ReLU networks on the squared loss"
+                    );
                 }
                 match self.learning_rate {
                     None => anyhow::bail!("--algorithm sgd needs --learning-rate; give a step length such as 0.01"),

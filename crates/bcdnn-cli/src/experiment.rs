@@ -210,6 +210,7 @@ fn plan_runs(args: &BcdVsSgdArgs) -> Vec<PlannedRun> {
         record: Some(args.out.join("bcd.jsonl")),
         overwrite: args.overwrite,
         quiet: args.quiet,
+        model: crate::spec::ModelArgs::default(),
     };
     let mut runs = vec![PlannedRun { record: args.out.join("bcd.jsonl"), setup: base.clone() }];
     for &rate in &args.learning_rates.0 {

@@ -15,6 +15,7 @@ mod output;
 mod plot;
 mod progress;
 mod record;
+mod spec;
 mod system;
 mod train;
 
@@ -27,7 +28,14 @@ use crate::system::SystemInfo;
 use crate::train::Outcome;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args = match spec::expand_config_file(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(error) => {
+            eprintln!("error: {}", error_chain(&error));
+            return ExitCode::FAILURE;
+        }
+    };
+    let cli = Cli::parse_from(args);
     let quiet = match &cli.command {
         Command::Train(args) => args.quiet,
         Command::Experiment(experiment) => experiment.quiet(),

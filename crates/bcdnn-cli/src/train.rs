@@ -166,6 +166,7 @@ fn build_config(setup: &TrainSetup) -> Result<Config> {
         .seed(setup.seed)
         .threads(setup.threads)
         .tile_width(setup.tile_width);
+    let builder = setup.model.apply(builder, setup.hidden.len());
     builder.build().context("invalid training configuration")
 }
 
