@@ -574,3 +574,92 @@ fn experiment_writes_records_and_figures() {
     assert!(stderr(&again).contains("already exists; pass --overwrite"), "{}", stderr(&again));
     fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn model_options_train_and_reach_the_record() {
+    let dir = temp_dir("model");
+    let record = dir.join("run.jsonl");
+    let output = small_train()
+        .args(["--hidden", "32x3", "--epochs", "2", "--activation", "relu;2=tanh", "--loss", "hinge"])
+        .args(["--skip", "2-3", "--weight-reg", "l2:1e-3", "--activation-reg", "l1:1e-4", "--order", "forward"])
+        .arg("--record")
+        .arg(&record)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let lines = read_record(&record);
+    let config = &lines[0]["config"];
+    let text = config.to_string();
+    for expected in ["\"tanh\"", "\"hinge\"", "\"forward\"", "\"l2\"", "\"l1\""] {
+        assert!(text.contains(expected), "{expected} missing from the recorded config {text}");
+    }
+    assert_eq!(config["skips"], serde_json::json!([false, true, true]), "{text}");
+    let iterations: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "iteration").collect();
+    assert_eq!(iterations.len(), 2, "{lines:?}");
+    for line in iterations {
+        let increase = line["largest_block_increase"].as_f64().unwrap();
+        let objective = line["objective"].as_f64().unwrap_or(1.0);
+        assert!(increase <= 1e-4 * objective.abs().max(1.0), "block increase {increase} in {line}");
+    }
+}
+
+#[test]
+fn two_splitting_runs_from_the_command_line() {
+    let output = small_train()
+        .args(["--epochs", "2", "--splitting", "two", "--inner-iterations", "3", "--activation", "sigmoid", "--quiet"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("completed 2 of 2 iterations"), "{}", stdout(&output));
+}
+
+#[test]
+fn model_option_errors_are_named() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--activation", "swish"], "unknown activation 'swish'"),
+        (&["--loss", "l1"], "unknown loss 'l1'"),
+        (&["--skip", "1"], "skip connection but its width 64 differs from its input width 784"),
+        (&["--weight-reg", "l2:-1"], "lambda of the weight regulariser of layer 1 is -1"),
+        (&["--weight-reg", "box:2,1"], "box bounds of the weight regulariser of layer 1 are [2, 1]"),
+        (&["--activation-reg", "box:1,0"], "box bounds of the activation regulariser of layer 1"),
+        (&["--loss", "cross-entropy", "--gamma", "0.1", "--alpha", "0.1"], "above 0.2"),
+        (&["--order", "V1,W1"], "leaves out block"),
+        (&["--inner-iterations", "0"], "inner iterations are 0"),
+    ];
+    for (args, expected) in cases {
+        let output = small_train().args(["--epochs", "1"]).args(*args).output().unwrap();
+        assert!(!output.status.success(), "{args:?} succeeded");
+        let text = stderr(&output);
+        assert!(text.contains(expected), "{args:?}: expected '{expected}' in:\n{text}");
+    }
+}
+
+#[test]
+fn config_file_sets_options_and_the_command_line_overrides_it() {
+    let dir = temp_dir("config");
+    let file = dir.join("run.toml");
+    let record = dir.join("run.jsonl");
+    fs::write(&file, "hidden = \"24x2\"\nactivation = \"softplus\"\nepochs = 4\nquiet = true\n").unwrap();
+    let output = small_train()
+        .args(["--config"])
+        .arg(&file)
+        .args(["--epochs", "1", "--hidden", "24x2", "--record"])
+        .arg(&record)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let lines = read_record(&record);
+    assert!(lines[0]["config"].to_string().contains("softplus"), "{}", lines[0]);
+    let iterations = lines.iter().filter(|l| l["kind"] == "iteration").count();
+    assert_eq!(iterations, 1, "--epochs 1 on the command line overrides epochs = 4 in the file");
+
+    fs::write(&file, "hidden = \"24\"\nswish = true\n").unwrap();
+    let output = small_train().arg("--config").arg(&file).output().unwrap();
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("--swish"), "{}", stderr(&output));
+
+    fs::write(&file, "[layer]\ngamma = 2\n").unwrap();
+    let output = small_train().arg("--config").arg(&file).output().unwrap();
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("key 'layer'"), "{}", stderr(&output));
+}
