@@ -64,7 +64,8 @@ impl LayerTerms {
     }
 }
 
-/// Evaluates every term of `Lbar` at the current iterate, one product per layer.
+/// Evaluates every term of `Lbar` at the current iterate, one product per layer, into
+/// `terms` (whose vectors keep their capacity, so a second call allocates nothing).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn evaluate_terms<T: Real>(
     config: &Config,
@@ -75,12 +76,22 @@ pub(crate) fn evaluate_terms<T: Real>(
     v: &[ColMatrix<T>],
     scratch: &ThreadScratch<T>,
     partials: &mut [Partial],
-) -> LayerTerms {
+    terms: &mut LayerTerms,
+) {
     let depth = net.depth();
     let n = labels.len();
     let grid = TileGrid::new(n, config.tile_width);
     let loss_weight = config.loss_weight(n);
-    let mut terms = LayerTerms::default();
+    terms.loss = 0.0;
+    for values in [
+        &mut terms.link,
+        &mut terms.coupling,
+        &mut terms.activation_reg,
+        &mut terms.weight_reg,
+        &mut terms.u_norm2,
+    ] {
+        values.clear();
+    }
     for layer in 0..depth {
         let rows = net.widths()[layer + 1];
         let cols = net.widths()[layer];
@@ -139,5 +150,4 @@ pub(crate) fn evaluate_terms<T: Real>(
         terms.u_norm2.push(total[4]);
         terms.weight_reg.push(weight_penalty(config.weight_regularisers[layer], weights.as_slice()));
     }
-    terms
 }

@@ -123,6 +123,8 @@ pub struct Trainer<'a, T: Real = f32> {
     terms: LayerTerms,
     /// Objective at the current iterate, evaluated explicitly (orders other than backward).
     explicit_objective: Option<ObjectiveTerms>,
+    /// Buffers of the explicit evaluations of the objective.
+    spare_terms: LayerTerms,
     loss_weight: f64,
 }
 
@@ -179,6 +181,7 @@ impl<'a, T: Real> Trainer<'a, T> {
             iteration: 0,
             terms: LayerTerms::default(),
             explicit_objective: None,
+            spare_terms: LayerTerms::default(),
             loss_weight,
         };
         let Self { pool, config, features, converted_input, network, u, v, ws, threads, labels, .. } = &mut trainer;
@@ -304,8 +307,11 @@ impl<'a, T: Real> Trainer<'a, T> {
             report.previous_objective = Some(previous);
         } else {
             report.previous_objective = self.explicit_objective;
-            let terms = self.evaluate_terms();
+            // The spare terms keep their capacity between steps, so this allocates nothing.
+            let mut terms = std::mem::take(&mut self.spare_terms);
+            self.evaluate_terms_into(&mut terms);
             self.explicit_objective = Some(terms.objective(&self.config));
+            self.spare_terms = terms;
         }
         Ok(report)
     }
@@ -603,10 +609,17 @@ impl<'a, T: Real> Trainer<'a, T> {
     }
 
     fn evaluate_terms(&mut self) -> LayerTerms {
+        let mut terms = LayerTerms::default();
+        self.evaluate_terms_into(&mut terms);
+        terms
+    }
+
+    fn evaluate_terms_into(&mut self, terms: &mut LayerTerms) {
         let input = input_matrix(self.features, self.converted_input.as_ref());
         let (config, network, labels, u, v) = (&self.config, &self.network, self.labels, &self.u, &self.v);
         let ws = &mut self.ws;
-        self.pool.install(|| evaluate_terms(config, network, input, labels, u, v, &ws.scratch, &mut ws.partials))
+        self.pool
+            .install(|| evaluate_terms(config, network, input, labels, u, v, &ws.scratch, &mut ws.partials, terms))
     }
 
     /// Accuracy and squared loss of the plain forward pass of the current weights on `data`.
