@@ -7,9 +7,11 @@
 //!   [`crate::elementwise::scalar::prox_leaky_relu`].
 //! - Sigmoid, tanh and softplus: every stationary point lies in a bracket `[low, high]`
 //!   derived from bounds on `sigma` and `sigma'` ([`bracket`]). Where `f` is provably strictly
-//!   convex on the bracket, safeguarded Newton finds its single stationary point. Otherwise
-//!   every sign change of `f'` on a subdivision of the bracket is refined to a root and the
-//!   candidate with the smallest `f` wins.
+//!   convex on the bracket, safeguarded Newton finds its single stationary point. Otherwise a
+//!   local minimiser from the centre is kept if `f'' > 0` on the region where any point with a
+//!   smaller or equal `f` lies ([`improvement_region`]). Failing that, every sign change of
+//!   `f'` on a subdivision of that region is refined to a root and the candidate with the
+//!   smallest `f` wins.
 
 use crate::model::Activation;
 
@@ -138,7 +140,125 @@ fn prox_smooth(act: Activation, a: f64, b: f64, g: f64) -> f64 {
     if provably_convex(act, g, max_link) {
         return safeguarded_newton(act, a, b, g, low, high, b.clamp(low, high));
     }
-    global_minimum(act, a, b, g, low, high, max_link)
+    // A local minimiser from the centre, kept if it is certified global. Otherwise its value
+    // still narrows the region that the exhaustive search has to scan.
+    let candidate = local_minimiser(act, a, b, g, low, high);
+    let region = improvement_region(act, a, b, g, low, high, candidate);
+    if region.is_convex(g) {
+        return candidate;
+    }
+    let best = global_minimum(act, a, b, g, region.low, region.high, max_link);
+    if prox_objective(act, a, b, g, candidate) <= prox_objective(act, a, b, g, best) {
+        candidate
+    } else {
+        best
+    }
+}
+
+/// An interval that contains every global minimiser of `f`, with bounds on `sigma - a` and
+/// `sigma''` over it.
+pub struct ImprovementRegion {
+    pub low: f64,
+    pub high: f64,
+    /// `[min, max]` of `sigma - a` over the points of the interval with `f <= f(u)`.
+    pub link: (f64, f64),
+    /// `[min, max]` of `sigma''` over the interval.
+    pub curvature: (f64, f64),
+}
+
+impl ImprovementRegion {
+    /// Returns whether `f'' = sigma'^2 + (sigma - a) sigma'' + g > 0` holds on the region, from
+    /// `f'' >= g + min (sigma - a) sigma''` and the product of the two ranges. The margin of
+    /// `2^-20` of the terms covers the rounding of the bounds.
+    pub fn is_convex(&self, g: f64) -> bool {
+        let (link_low, link_high) = self.link;
+        let (curvature_low, curvature_high) = self.curvature;
+        let lowest = (link_low * curvature_low)
+            .min(link_low * curvature_high)
+            .min(link_high * curvature_low)
+            .min(link_high * curvature_high);
+        g + lowest > (g + lowest.abs()) * (1.0 / 1_048_576.0)
+    }
+}
+
+/// Returns the region where any point with `f` at most `f(u)` lies, for a `u` in the bracket
+/// `[low, high]`.
+///
+/// Let `v` be a global minimiser, so `f(v) <= f(u) = F`. Both terms of `f` are non-negative,
+/// so `|v - b| <= sqrt(2 F / g)` and `|sigma(v) - a| <= sqrt(2 F)`, and `v` is a stationary
+/// point, so it lies in `[low, high]`. Sigma is monotone, so on the segment between `u` and
+/// `v` the link `sigma - a` stays between its values at the ends, within `sqrt(2 F)` of 0.
+/// If `f'' > 0` on that segment ([`ImprovementRegion::is_convex`]), `f'` increases on it and
+/// has at most one root there, so a stationary `u` is the global minimiser.
+pub fn improvement_region(act: Activation, a: f64, b: f64, g: f64, low: f64, high: f64, u: f64) -> ImprovementRegion {
+    // The factor covers the rounding of F, so that the region only grows.
+    let value = prox_objective(act, a, b, g, u) * (1.0 + 1e-9);
+    let radius = (2.0 * value / g).sqrt();
+    let max_link = (2.0 * value).sqrt();
+    let region_low = low.max(b - radius).min(u);
+    let region_high = high.min(b + radius).max(u);
+    let link = ((act.value(region_low) - a).max(-max_link), (act.value(region_high) - a).min(max_link));
+    let curvature = curvature_range(act, region_low, region_high);
+    ImprovementRegion { low: region_low, high: region_high, link, curvature }
+}
+
+/// Returns `[min, max]` of `sigma''` over `[low, high]`.
+///
+/// Each `sigma''` is a polynomial in a monotone function `s` of `u`, so its extremes lie at
+/// the ends or at the critical points of the polynomial inside the interval:
+///
+/// - tanh: `s = tanh u`, `sigma'' = -2 s (1 - s^2)`, critical at `s = +-1/sqrt 3`.
+/// - sigmoid: `s = sigmoid u`, `sigma'' = s (1 - s) (1 - 2 s)`, critical at
+///   `s = 1/2 +- sqrt(3) / 6`.
+/// - softplus: `s = sigmoid u`, `sigma'' = s (1 - s)`, critical at `s = 1/2`.
+pub fn curvature_range(act: Activation, low: f64, high: f64) -> (f64, f64) {
+    let (at_low, at_high) = (act.second_derivative(low), act.second_derivative(high));
+    let (mut min, mut max) = (at_low.min(at_high), at_low.max(at_high));
+    let crosses = |s_low: f64, s_high: f64, s: f64| s_low < s && s < s_high;
+    match act {
+        Activation::Tanh => {
+            let (s_low, s_high) = (low.tanh(), high.tanh());
+            let critical = 1.0 / 3f64.sqrt();
+            let extreme = smooth_bounds(act).max_curvature;
+            if crosses(s_low, s_high, critical) {
+                min = -extreme;
+            }
+            if crosses(s_low, s_high, -critical) {
+                max = extreme;
+            }
+        }
+        Activation::Sigmoid => {
+            let (s_low, s_high) = (act.value(low), act.value(high));
+            let offset = 3f64.sqrt() / 6.0;
+            let extreme = smooth_bounds(act).max_curvature;
+            if crosses(s_low, s_high, 0.5 + offset) {
+                min = -extreme;
+            }
+            if crosses(s_low, s_high, 0.5 - offset) {
+                max = extreme;
+            }
+        }
+        Activation::Softplus => {
+            if low < 0.0 && 0.0 < high {
+                max = 0.25;
+            }
+        }
+        _ => unreachable!("curvature_range: {} is not a smooth activation", act.name()),
+    }
+    (min, max)
+}
+
+/// Returns a local minimiser of `f` in `[low, high]` from safeguarded Newton started at `b`.
+/// Where `f'' <= 0` it bisects, keeping `f'(low) <= 0 <= f'(high)`.
+fn local_minimiser(act: Activation, a: f64, b: f64, g: f64, low: f64, high: f64) -> f64 {
+    let (low_first, high_first) = (derivatives(act, a, b, g, low).0, derivatives(act, a, b, g, high).0);
+    if low_first >= 0.0 {
+        return low;
+    }
+    if high_first <= 0.0 {
+        return high;
+    }
+    refine_root_from(act, a, b, g, low, high, b.clamp(low, high))
 }
 
 /// Finds the root of the increasing `f'` on `[low, high]`, where `f'(low) <= 0 <= f'(high)`,
@@ -228,8 +348,13 @@ fn global_minimum(act: Activation, a: f64, b: f64, g: f64, low: f64, high: f64, 
 
 /// Refines a root of `f'` in `[low, high]` with `f'(low) < 0 < f'(high)`: Newton steps that
 /// stay inside the shrinking bracket, bisection otherwise.
-fn refine_root(act: Activation, a: f64, b: f64, g: f64, mut low: f64, mut high: f64) -> f64 {
-    let mut u = 0.5 * (low + high);
+fn refine_root(act: Activation, a: f64, b: f64, g: f64, low: f64, high: f64) -> f64 {
+    refine_root_from(act, a, b, g, low, high, 0.5 * (low + high))
+}
+
+/// [`refine_root`] from the start point `start` in `[low, high]`.
+fn refine_root_from(act: Activation, a: f64, b: f64, g: f64, mut low: f64, mut high: f64, start: f64) -> f64 {
+    let mut u = start;
     for _ in 0..MAX_NEWTON_ITERATIONS {
         let (first, second) = derivatives(act, a, b, g, u);
         if first == 0.0 {

@@ -4,8 +4,10 @@
 //!
 //! Sigmoid, tanh and softplus are built on [`exp_f32s`], a range-reduced polynomial. The
 //! smooth proximal step runs a fixed number of safeguarded Newton steps in every lane and
-//! recomputes with the scalar [`prox`] (in `f64`, rounded) each lane that is not provably
-//! convex with margin or whose last step was not below the tolerance.
+//! recomputes with the scalar [`prox`] (in `f64`, rounded) each lane whose last step was not
+//! below the tolerance, or whose result is not certified as the global minimiser: either `f`
+//! is convex on the whole line, or `f'' > 0` on the region where a point with a smaller or
+//! equal `f` could lie (see [`super::prox::improvement_region`]).
 //!
 //! The tail of a slice is loaded with `partial_load_f32s`, which fills the lanes past the end
 //! with 0. The smooth activations do not map 0 to 0, so every sum term of the tail is
@@ -338,6 +340,12 @@ impl Dist2Activation<'_> {
     }
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Lanes recomputed by the scalar `prox` on this thread, for the tests of the fallback rate.
+    pub(crate) static FALLBACK_LANES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// Safeguarded Newton steps per lane of the smooth proximal step. From the centre `B`, most
 /// lanes with `f` convex reach the tolerance in 3 to 5 steps; the others are recomputed by
 /// the scalar [`prox`].
@@ -456,6 +464,8 @@ impl<S: Simd, const KIND: u8> SmoothCoefficients<S, KIND> {
         };
         // f'' >= g - sup |sigma''| sup |sigma - a| >= g / 2.
         let convex = simd.greater_than_f32s(self.g, simd.mul_f32s(simd.splat_f32s(2.0 * max_curvature), max_link));
+        // Newton narrows the bracket as if f' increased, which is only true where f is convex.
+        let bracket = (low, high);
 
         let mut u = center;
         let mut step = simd.splat_f32s(f32::INFINITY);
@@ -486,11 +496,120 @@ impl<S: Simd, const KIND: u8> SmoothCoefficients<S, KIND> {
         let scale = simd.add_f32s(simd.add_f32s(self.one, simd.abs_f32s(u)), simd.abs_f32s(center));
         let converged =
             simd.less_than_or_equal_f32s(simd.abs_f32s(step), simd.mul_f32s(simd.splat_f32s(NEWTON_TOLERANCE), scale));
-        let accepted = simd.and_m32s(convex, converged);
+        let mut accepted = simd.and_m32s(convex, converged);
         if simd.first_true_m32s(simd.not_m32s(accepted)) >= S::F32_LANES {
             return u;
         }
+        let uncertified = simd.and_m32s(converged, simd.not_m32s(convex));
+        if simd.first_true_m32s(uncertified) < S::F32_LANES {
+            let certified = self.certified_global(simd, a, center, bracket, u);
+            accepted = simd.or_m32s(accepted, simd.and_m32s(uncertified, certified));
+            if simd.first_true_m32s(simd.not_m32s(accepted)) >= S::F32_LANES {
+                return u;
+            }
+        }
         self.recompute(simd, u, a, center, accepted, count)
+    }
+
+    /// Returns whether the stationary point `u` is certified as the global minimiser, by the argument
+    /// of [`super::prox::improvement_region`]: a global minimiser `v` has `f(v) <= f(u) = F`
+    /// and lies in the `bracket` of every stationary point, with `|v - B| <= sqrt(2 F / g)` and
+    /// `|sigma(v) - a| <= sqrt(2 F)`, and `f'' > 0` between `u` and any such `v` if
+    /// `g + min (sigma - a) sigma'' > 0` over the ranges of both factors on that region.
+    ///
+    /// The `f32` rounding of `F` is covered by enlarging it by `2^-10`, and the rounding of
+    /// sigma and `sigma''` (a few `f32::EPSILON` absolute) by a margin of `2^-10` of the terms.
+    #[inline(always)]
+    fn certified_global(
+        &self,
+        simd: S,
+        a: S::f32s,
+        center: S::f32s,
+        bracket: (S::f32s, S::f32s),
+        u: S::f32s,
+    ) -> S::m32s {
+        let (low, high) = bracket;
+        let margin = simd.splat_f32s(1.0 / 1024.0);
+        let parts = smooth_parts::<S, KIND>(simd, u);
+        let link = simd.sub_f32s(parts.value, a);
+        let offset = simd.sub_f32s(u, center);
+        let value = simd.mul_f32s(
+            self.half,
+            simd.add_f32s(simd.mul_f32s(link, link), simd.mul_f32s(self.g, simd.mul_f32s(offset, offset))),
+        );
+        let twice_value = simd.mul_f32s(simd.add_f32s(value, value), simd.add_f32s(self.one, margin));
+        let max_link = simd.sqrt_f32s(twice_value);
+        let radius = simd.sqrt_f32s(simd.mul_f32s(twice_value, self.inv_g));
+        // Newton keeps u inside the bracket, but the region must contain u also after rounding.
+        let region_low = simd.min_f32s(simd.max_f32s(low, simd.sub_f32s(center, radius)), u);
+        let region_high = simd.max_f32s(simd.min_f32s(high, simd.add_f32s(center, radius)), u);
+        let at_low = smooth_parts::<S, KIND>(simd, region_low);
+        let at_high = smooth_parts::<S, KIND>(simd, region_high);
+        let lowest = if KIND == SOFTPLUS {
+            // softplus'' = sigmoid' lies in (0, 1/4] and peaks at u = 0.
+            let link_low = simd.max_f32s(simd.sub_f32s(at_low.value, a), simd.neg_f32s(max_link));
+            let link_high = simd.min_f32s(simd.sub_f32s(at_high.value, a), max_link);
+            let curvature_low = simd.min_f32s(at_low.curvature, at_high.curvature);
+            let curvature_high = simd.max_f32s(at_low.curvature, at_high.curvature);
+            let straddles =
+                simd.and_m32s(simd.less_than_f32s(region_low, self.zero), simd.less_than_f32s(self.zero, region_high));
+            let curvature_high = simd.select_f32s(straddles, simd.splat_f32s(0.25), curvature_high);
+            lowest_product(simd, (link_low, link_high), (curvature_low, curvature_high))
+        } else {
+            // sigma'' is a polynomial in s = sigma(u), and s - a lies within max_link of 0, so
+            // s ranges over the values at the region's ends clipped to [a - max_link, a + max_link].
+            // sigma'' changes sign only at s = `middle`, so each half has a fixed sign of sigma''
+            // and the product bound is tight in that factor's sign.
+            let middle = simd.splat_f32s(if KIND == SIGMOID { 0.5 } else { 0.0 });
+            let s_low = simd.max_f32s(at_low.value, simd.sub_f32s(a, max_link));
+            let s_high = simd.min_f32s(at_high.value, simd.add_f32s(a, max_link));
+            let below = self.lowest_on_values(simd, a, s_low, simd.min_f32s(s_high, middle));
+            let above = self.lowest_on_values(simd, a, simd.max_f32s(s_low, middle), s_high);
+            simd.min_f32s(below, above)
+        };
+        let bound = simd.add_f32s(self.g, lowest);
+        let slack = simd.mul_f32s(margin, simd.add_f32s(simd.add_f32s(self.g, simd.abs_f32s(lowest)), self.one));
+        simd.greater_than_f32s(bound, slack)
+    }
+
+    /// Returns a lower bound of `(s - a) c(s)` over `s` in `[s_low, s_high]`, where `c(s)` is
+    /// `sigma''` as a polynomial in `s = sigma(u)`, or `+inf` where the interval is empty.
+    ///
+    /// - tanh: `c(s) = -2 s (1 - s^2)`, minimum `-4 / (3 sqrt 3)` at `s = 1/sqrt 3`, maximum
+    ///   `4 / (3 sqrt 3)` at `s = -1/sqrt 3`.
+    /// - sigmoid: `c(s) = s (1 - s) (1 - 2 s)`, minimum `-1 / (6 sqrt 3)` at
+    ///   `s = 1/2 + sqrt(3) / 6`, maximum `1 / (6 sqrt 3)` at `s = 1/2 - sqrt(3) / 6`.
+    ///
+    /// The critical points and extreme values are rounded outwards.
+    #[inline(always)]
+    fn lowest_on_values(&self, simd: S, a: S::f32s, s_low: S::f32s, s_high: S::f32s) -> S::f32s {
+        let curvature_of = |s: S::f32s| {
+            let square = simd.mul_f32s(s, s);
+            if KIND == SIGMOID {
+                let slope = simd.sub_f32s(s, square);
+                simd.mul_f32s(slope, simd.sub_f32s(self.one, simd.add_f32s(s, s)))
+            } else {
+                simd.mul_f32s(simd.mul_f32s(simd.splat_f32s(-2.0), s), simd.sub_f32s(self.one, square))
+            }
+        };
+        let (at_low, at_high) = (curvature_of(s_low), curvature_of(s_high));
+        let (minimum_at, maximum_at, extreme) = if KIND == SIGMOID {
+            (0.788_675_1, 0.211_324_87, 0.096_225_05)
+        } else {
+            (0.577_350_3, -0.577_350_3, 0.769_800_4)
+        };
+        let crosses = |s: f32| {
+            let s = simd.splat_f32s(s);
+            simd.and_m32s(simd.less_than_or_equal_f32s(s_low, s), simd.less_than_or_equal_f32s(s, s_high))
+        };
+        let extreme = simd.splat_f32s(extreme);
+        let curvature_low =
+            simd.select_f32s(crosses(minimum_at), simd.neg_f32s(extreme), simd.min_f32s(at_low, at_high));
+        let curvature_high = simd.select_f32s(crosses(maximum_at), extreme, simd.max_f32s(at_low, at_high));
+        let link = (simd.sub_f32s(s_low, a), simd.sub_f32s(s_high, a));
+        let lowest = lowest_product(simd, link, (curvature_low, curvature_high));
+        let empty = simd.greater_than_f32s(s_low, s_high);
+        simd.select_f32s(empty, simd.splat_f32s(f32::INFINITY), lowest)
     }
 
     /// Replaces the lanes of `u` that are not `accepted`, among the first `count`, by the
@@ -509,12 +628,23 @@ impl<S: Simd, const KIND: u8> SmoothCoefficients<S, KIND> {
         simd.partial_store_f32s(&mut accepted_lanes[..lanes], simd.select_f32s(accepted, self.one, self.zero));
         for i in 0..count {
             if accepted_lanes[i] == 0.0 {
+                #[cfg(test)]
+                FALLBACK_LANES.with(|lanes| lanes.set(lanes.get() + 1));
                 let g = f64::from(self.g_scalar);
                 u_lanes[i] = prox(self.act, f64::from(a_lanes[i]), f64::from(center_lanes[i]), g) as f32;
             }
         }
         simd.partial_load_f32s(&u_lanes[..lanes])
     }
+}
+
+/// Returns `min x y` over `x` in `[x.0, x.1]` and `y` in `[y.0, y.1]`, attained at a corner.
+#[inline(always)]
+fn lowest_product<S: Simd>(simd: S, x: (S::f32s, S::f32s), y: (S::f32s, S::f32s)) -> S::f32s {
+    simd.min_f32s(
+        simd.min_f32s(simd.mul_f32s(x.0, y.0), simd.mul_f32s(x.0, y.1)),
+        simd.min_f32s(simd.mul_f32s(x.1, y.0), simd.mul_f32s(x.1, y.1)),
+    )
 }
 
 impl HiddenUStepSmooth<'_> {
