@@ -31,16 +31,6 @@ fn sum_map<T: Real>(values: &[T], f: impl Fn(f64) -> f64) -> f64 {
     values.iter().map(|&x| f(x.to_f64())).sum()
 }
 
-/// `||x - y||^2` in `f64`.
-fn dist2<T: Real>(x: &[T], y: &[T]) -> f64 {
-    x.iter().zip(y).map(|(&a, &b)| (a.to_f64() - b.to_f64()).powi(2)).sum()
-}
-
-/// `<x, y>` in `f64`.
-fn dot<T: Real>(x: &[T], y: &[T]) -> f64 {
-    x.iter().zip(y).map(|(&a, &b)| a.to_f64() * b.to_f64()).sum()
-}
-
 /// Value of an activation regulariser summed over a slice.
 pub(crate) fn activation_penalty<T: Real>(reg: ActivationRegulariser, values: &[T]) -> f64 {
     match reg {
@@ -576,30 +566,29 @@ pub(crate) fn hidden_activation<T: Real>(
         let q2: &[T] = q2;
 
         // Terms before the update
-        let link_old = dist2(tile, q1);
-        let link_next_old = if skip_next { dist2(q2, tile) } else { 0.0 };
         let reg_old = activation_penalty(block.reg, tile);
-        let target_norm2: f64 = u_next
-            .chunks_exact(dn)
-            .map(|col| col.iter().zip(block.b_next).map(|(&u, &b)| (u - b).to_f64().powi(2)).sum::<f64>())
-            .sum();
+        let target_norm2 = shifted_norm2(u_next, block.b_next);
 
-        // Q = gamma_l q1 + S_{l+1} gamma_{l+1} q2
-        for (k, x) in q.iter_mut().enumerate() {
-            *x = gamma_t * q1[k] + if skip_next { gamma_next_t * q2[k] } else { T::zero() };
+        // R = rho W^T U_{l+1} first, so that one pass can add Q and the shift to it
+        let forms_r = direct || regularised;
+        if forms_r {
+            matmul(slice_view_mut(r, d), false, W.transpose(), columns_view(u_next, dn, 0..width), rho_t, Par::Seq);
         }
+        let [link_old, link_next_old] = form_q(
+            tile,
+            q1,
+            skip_next.then_some(&q2[..]),
+            q,
+            forms_r.then_some((&mut r[..], shift)),
+            d,
+            (gamma_t, gamma_next_t),
+        );
         let (q1, q): (&[T], &[T]) = (q1, q);
 
         let mut inner_iterations = 0;
-        let coupling_next_new;
+        let coupling_next_new: Coupling;
         if direct || regularised {
-            // R = rho W^T U_{l+1} + Q - rho W^T b 1^T
-            matmul(slice_view_mut(r, d), false, W.transpose(), columns_view(u_next, dn, 0..width), rho_t, Par::Seq);
-            for (r_col, q_col) in r.chunks_exact_mut(d).zip(q.chunks_exact(d)) {
-                for ((x, &qv), &sv) in r_col.iter_mut().zip(q_col).zip(shift) {
-                    *x = *x + qv + sv;
-                }
-            }
+            // R = rho W^T U_{l+1} + Q - rho W^T b 1^T, formed above
             let r: &[T] = r;
             if regularised {
                 out.copy_from_slice(tile);
@@ -626,16 +615,13 @@ pub(crate) fn hidden_activation<T: Real>(
                 // 1/2 <V, A V> - <R, V> = rho/2 ||U - b - W V||^2 - rho/2 ||U - b||^2 + c/2 ||V||^2 - <Q, V>
                 let reg_new = activation_penalty(block.reg, out);
                 let quadratic = report.objective_after - reg_new;
-                coupling_next_new =
-                    target_norm2 + 2.0 / rho * (quadratic - 0.5 * c * sum_map(out, |x| x * x) + dot(q, out));
+                coupling_next_new = Coupling::FromFista(quadratic);
             } else {
                 // V = A^{-1} R; at the solution rho ||W V||^2 = <R, V> - c ||V||^2, so
                 // rho/2 ||U - b - W V||^2 = rho/2 ||U - b||^2 - 1/2 <R, V> + <Q, V> - c/2 ||V||^2
                 let A_inv = faer::MatRef::from_column_major_slice(factor, d, d);
                 matmul(slice_view_mut(out, d), false, A_inv, slice_view(r, d), T::one(), Par::Seq);
-                let out: &[T] = out;
-                coupling_next_new =
-                    target_norm2 + 2.0 / rho * (-0.5 * dot(r, out) + dot(q, out) - 0.5 * c * sum_map(out, |x| x * x));
+                coupling_next_new = Coupling::FromSolution;
             }
         } else {
             // K = F U_{l+1} - E Q + k0 1^T, V = W^T K + Q / c
@@ -660,15 +646,21 @@ pub(crate) fn hidden_activation<T: Real>(
                     sum += (u.to_f64() - b.to_f64() - x.to_f64()).powi(2);
                 }
             }
-            coupling_next_new = sum;
+            coupling_next_new = Coupling::Explicit(sum);
         }
 
-        // Terms after the update
+        // Terms after the update, in one pass that also stores the result
         let out: &[T] = out;
-        let link_new = dist2(out, q1);
-        let link_next_new = if skip_next { dist2(q2, out) } else { 0.0 };
         let reg_new = activation_penalty(block.reg, out);
-        let step = T::assign_with_step(tile, out);
+        let after = finish_tile(tile, out, q1, skip_next.then_some(q2), q, forms_r.then_some(&r[..]), d);
+        let [step, link_new, link_next_new, dot_q, dot_r, norm2] = after;
+        // rho/2 ||U - b - W V||^2 = rho/2 ||U - b||^2 + (1/2 <V, A V> - <R, V>) + <Q, V> - c/2 ||V||^2,
+        // and at the exact solution of A V = R, 1/2 <V, A V> - <R, V> = -1/2 <R, V>
+        let coupling_next_new = match coupling_next_new {
+            Coupling::Explicit(sum) => sum,
+            Coupling::FromSolution => target_norm2 + 2.0 / rho * (-0.5 * dot_r + dot_q - 0.5 * c * norm2),
+            Coupling::FromFista(quadratic) => target_norm2 + 2.0 / rho * (quadratic + dot_q - 0.5 * c * norm2),
+        };
         partial(&[
             step,
             link_old,
@@ -693,6 +685,88 @@ pub(crate) fn hidden_activation<T: Real>(
         coupling_next_new: t[7].max(0.0),
         inner_iterations: t[8] as usize,
     })
+}
+
+/// How a tile of the activation update obtains `||U_{l+1} - b - W_{l+1} V_l||^2` after the
+/// update.
+enum Coupling {
+    /// Summed explicitly from `W V`.
+    Explicit(f64),
+    /// From the optimality of the exact solve `A V = R`.
+    FromSolution,
+    /// From FISTA's final value of `1/2 <V, A V> - <R, V>`.
+    FromFista(f64),
+}
+
+/// `||U - b 1^T||^2` of a tile of columns of `bias.len()` rows.
+fn shifted_norm2<T: Real>(u: &[T], bias: &[T]) -> f64 {
+    u.chunks_exact(bias.len()).map(|column| T::dist2_activation(Activation::Linear, column, bias)).sum()
+}
+
+/// One pass before the activation solve, column by column: `Q = gamma q1 + gamma_next q2` into
+/// `q`, `R += Q + shift` when `r` is given, and the link terms `[||V - q1||^2, ||q2 - V||^2]`
+/// at the old `V` (the second is 0 without `q2`).
+fn form_q<T: Real>(
+    v: &[T],
+    q1: &[T],
+    q2: Option<&[T]>,
+    q: &mut [T],
+    r: Option<(&mut [T], &[T])>,
+    rows: usize,
+    (gamma, gamma_next): (T, T),
+) -> [f64; 2] {
+    // Without a skip on the next layer, q2 = V makes its term 0 and gamma_next = 0 drops it.
+    let (q2, gamma_next) = match q2 {
+        Some(q2) => (q2, gamma_next),
+        None => (v, T::zero()),
+    };
+    let mut sums = [0.0; 2];
+    let columns =
+        q.chunks_exact_mut(rows).zip(v.chunks_exact(rows)).zip(q1.chunks_exact(rows)).zip(q2.chunks_exact(rows));
+    for (((q, v), q1), q2) in columns {
+        let [a, b] = T::activation_target(q, v, q1, q2, gamma, gamma_next);
+        sums[0] += a;
+        sums[1] += b;
+    }
+    if let Some((r, shift)) = r {
+        for (r_col, q_col) in r.chunks_exact_mut(rows).zip(q.chunks_exact(rows)) {
+            for ((x, &qv), &sv) in r_col.iter_mut().zip(q_col).zip(shift) {
+                *x += qv + sv;
+            }
+        }
+    }
+    sums
+}
+
+/// One pass after the activation solve, column by column: stores `out` into `v` and returns
+/// `[||out - v_old||^2, ||out - q1||^2, ||q2 - out||^2, <Q, out>, <R, out>, ||out||^2]`; the
+/// sums of an absent `q2` or `r` are meaningless.
+fn finish_tile<T: Real>(
+    v: &mut [T],
+    out: &[T],
+    q1: &[T],
+    q2: Option<&[T]>,
+    q: &[T],
+    r: Option<&[T]>,
+    rows: usize,
+) -> [f64; 6] {
+    let q2 = q2.unwrap_or(out);
+    let r = r.unwrap_or(out);
+    let mut sums = [0.0; 6];
+    let columns = v
+        .chunks_exact_mut(rows)
+        .zip(out.chunks_exact(rows))
+        .zip(q1.chunks_exact(rows))
+        .zip(q2.chunks_exact(rows))
+        .zip(q.chunks_exact(rows))
+        .zip(r.chunks_exact(rows));
+    for (((((v, out), q1), q2), q), r) in columns {
+        let column = T::activation_finish(v, out, q1, q2, q, r);
+        for (total, value) in sums.iter_mut().zip(column) {
+            *total += value;
+        }
+    }
+    sums
 }
 
 /// Largest eigenvalue of the symmetric matrix whose lower triangle is the leading

@@ -83,13 +83,9 @@ pub(crate) fn evaluate_terms<T: Real>(
     let grid = TileGrid::new(n, config.tile_width);
     let loss_weight = config.loss_weight(n);
     terms.loss = 0.0;
-    for values in [
-        &mut terms.link,
-        &mut terms.coupling,
-        &mut terms.activation_reg,
-        &mut terms.weight_reg,
-        &mut terms.u_norm2,
-    ] {
+    for values in
+        [&mut terms.link, &mut terms.coupling, &mut terms.activation_reg, &mut terms.weight_reg, &mut terms.u_norm2]
+    {
         values.clear();
     }
     for layer in 0..depth {

@@ -618,8 +618,7 @@ impl<'a, T: Real> Trainer<'a, T> {
         let input = input_matrix(self.features, self.converted_input.as_ref());
         let (config, network, labels, u, v) = (&self.config, &self.network, self.labels, &self.u, &self.v);
         let ws = &mut self.ws;
-        self.pool
-            .install(|| evaluate_terms(config, network, input, labels, u, v, &ws.scratch, &mut ws.partials, terms))
+        self.pool.install(|| evaluate_terms(config, network, input, labels, u, v, &ws.scratch, &mut ws.partials, terms))
     }
 
     /// Accuracy and squared loss of the plain forward pass of the current weights on `data`.

@@ -118,6 +118,21 @@ pub trait Elementwise: Sized + Copy {
     /// `v = x + beta y`; returns `||v_new - v_old||^2`.
     fn combine_with_step(v: &mut [Self], x: &[Self], y: &[Self], beta: Self) -> f64;
 
+    /// Column pass before the activation update's solve: `q = gamma q1 + gamma_next q2`, and
+    /// returns `[||v - q1||^2, ||q2 - v||^2]` at the old activations `v`.
+    fn activation_target(
+        q: &mut [Self],
+        v: &[Self],
+        q1: &[Self],
+        q2: &[Self],
+        gamma: Self,
+        gamma_next: Self,
+    ) -> [f64; 2];
+
+    /// Column pass after the activation update's solve: `v = out`, and returns
+    /// `[||out - v_old||^2, ||out - q1||^2, ||q2 - out||^2, <q, out>, <r, out>, ||out||^2]`.
+    fn activation_finish(v: &mut [Self], out: &[Self], q1: &[Self], q2: &[Self], q: &[Self], r: &[Self]) -> [f64; 6];
+
     /// [`Elementwise::output_v_step`] on every column of a tile: `v` and `u` hold
     /// `labels.len()` columns of `rows` entries. Returns the sums over the tile.
     fn output_v_step_tile(
@@ -207,6 +222,26 @@ macro_rules! scalar_elementwise_impl {
             fn combine_with_step(v: &mut [Self], x: &[Self], y: &[Self], beta: Self) -> f64 {
                 scalar::combine_with_step(v, x, y, beta)
             }
+            fn activation_target(
+                q: &mut [Self],
+                v: &[Self],
+                q1: &[Self],
+                q2: &[Self],
+                gamma: Self,
+                gamma_next: Self,
+            ) -> [f64; 2] {
+                scalar::activation_target(q, v, q1, q2, gamma, gamma_next)
+            }
+            fn activation_finish(
+                v: &mut [Self],
+                out: &[Self],
+                q1: &[Self],
+                q2: &[Self],
+                q: &[Self],
+                r: &[Self],
+            ) -> [f64; 6] {
+                scalar::activation_finish(v, out, q1, q2, q, r)
+            }
         }
     };
 }
@@ -265,5 +300,18 @@ impl Elementwise for f32 {
     }
     fn combine_with_step(v: &mut [Self], x: &[Self], y: &[Self], beta: Self) -> f64 {
         simd::combine_with_step(v, x, y, beta)
+    }
+    fn activation_target(
+        q: &mut [Self],
+        v: &[Self],
+        q1: &[Self],
+        q2: &[Self],
+        gamma: Self,
+        gamma_next: Self,
+    ) -> [f64; 2] {
+        simd::activation_target(q, v, q1, q2, gamma, gamma_next)
+    }
+    fn activation_finish(v: &mut [Self], out: &[Self], q1: &[Self], q2: &[Self], q: &[Self], r: &[Self]) -> [f64; 6] {
+        simd::activation_finish(v, out, q1, q2, q, r)
     }
 }

@@ -214,3 +214,35 @@ pub fn dist2<T: Float>(v: &[T], u: &[T]) -> f64 {
 pub fn dist2_one_hot<T: Float>(v: &[T], label: usize) -> f64 {
     v.iter().enumerate().map(|(r, &v)| if r == label { sq(v - T::one()) } else { sq(v) }).sum()
 }
+
+/// `q = gamma q1 + gamma_next q2`; returns `[||v - q1||^2, ||q2 - v||^2]`.
+pub fn activation_target<T: Float>(q: &mut [T], v: &[T], q1: &[T], q2: &[T], gamma: T, gamma_next: T) -> [f64; 2] {
+    debug_assert!(q.len() == v.len() && q.len() == q1.len() && q.len() == q2.len());
+    let mut sums = [0.0; 2];
+    for k in 0..q.len() {
+        q[k] = gamma * q1[k] + gamma_next * q2[k];
+        sums[0] += sq(v[k] - q1[k]);
+        sums[1] += sq(q2[k] - v[k]);
+    }
+    sums
+}
+
+/// `v = out`; returns `[||out - v_old||^2, ||out - q1||^2, ||q2 - out||^2, <q, out>, <r, out>,
+/// ||out||^2]`.
+pub fn activation_finish<T: Float>(v: &mut [T], out: &[T], q1: &[T], q2: &[T], q: &[T], r: &[T]) -> [f64; 6] {
+    debug_assert!(v.len() == out.len() && v.len() == q1.len() && v.len() == q2.len());
+    debug_assert!(v.len() == q.len() && v.len() == r.len());
+    let mut sums = [0.0; 6];
+    for k in 0..v.len() {
+        let o = out[k].to_f64().unwrap_or(f64::NAN);
+        let value = |x: T| x.to_f64().unwrap_or(f64::NAN);
+        sums[0] += (o - value(v[k])).powi(2);
+        sums[1] += (o - value(q1[k])).powi(2);
+        sums[2] += (value(q2[k]) - o).powi(2);
+        sums[3] += value(q[k]) * o;
+        sums[4] += value(r[k]) * o;
+        sums[5] += o * o;
+        v[k] = out[k];
+    }
+    sums
+}

@@ -993,3 +993,119 @@ pub fn output_u_step_tile(u: &mut [f32], p: &[f32], bias: &[f32], v: &[f32], gam
     assert_eq!(u.len() % rows, 0, "output_u_step_tile: {} entries are not whole columns of {rows}", u.len());
     arch().dispatch(OutputUStepShortTile { u, p, bias, v, gamma, rho })
 }
+
+/// Column pass before the activation solve; see [`super::Elementwise::activation_target`].
+pub fn activation_target(q: &mut [f32], v: &[f32], q1: &[f32], q2: &[f32], gamma: f32, gamma_next: f32) -> [f64; 2] {
+    check_lengths("activation_target", q.len(), &[("v", v.len()), ("q1", q1.len()), ("q2", q2.len())]);
+    if q.len() < MIN_SIMD_LEN {
+        return scalar::activation_target(q, v, q1, q2, gamma, gamma_next);
+    }
+    arch().dispatch(ActivationTarget { q, v, q1, q2, gamma, gamma_next })
+}
+
+/// Column pass after the activation solve; see [`super::Elementwise::activation_finish`].
+pub fn activation_finish(v: &mut [f32], out: &[f32], q1: &[f32], q2: &[f32], q: &[f32], r: &[f32]) -> [f64; 6] {
+    let lengths = [("out", out.len()), ("q1", q1.len()), ("q2", q2.len()), ("q", q.len()), ("r", r.len())];
+    check_lengths("activation_finish", v.len(), &lengths);
+    if v.len() < MIN_SIMD_LEN {
+        return scalar::activation_finish(v, out, q1, q2, q, r);
+    }
+    arch().dispatch(ActivationFinish { v, out, q1, q2, q, r })
+}
+
+pub(super) struct ActivationTarget<'a> {
+    pub q: &'a mut [f32],
+    pub v: &'a [f32],
+    pub q1: &'a [f32],
+    pub q2: &'a [f32],
+    pub gamma: f32,
+    pub gamma_next: f32,
+}
+
+#[inline(always)]
+fn activation_target_step<S: Simd>(
+    simd: S,
+    (gamma, gamma_next): (S::f32s, S::f32s),
+    (v, q1, q2): (S::f32s, S::f32s, S::f32s),
+    sums: &mut [S::f32s; 2],
+) -> S::f32s {
+    sums[0] = add_square(simd, sums[0], simd.sub_f32s(v, q1));
+    sums[1] = add_square(simd, sums[1], simd.sub_f32s(q2, v));
+    simd.mul_add_e_f32s(gamma, q1, simd.mul_f32s(gamma_next, q2))
+}
+
+impl WithSimd for ActivationTarget<'_> {
+    type Output = [f64; 2];
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) -> [f64; 2] {
+        let weights = (simd.splat_f32s(self.gamma), simd.splat_f32s(self.gamma_next));
+        let mut sums = [simd.splat_f32s(0.0); 2];
+        let (q_head, q_tail) = S::as_mut_simd_f32s(self.q);
+        let (v_head, v_tail) = S::as_simd_f32s(self.v);
+        let (q1_head, q1_tail) = S::as_simd_f32s(self.q1);
+        let (q2_head, q2_tail) = S::as_simd_f32s(self.q2);
+        for (((q, &v), &q1), &q2) in q_head.iter_mut().zip(v_head).zip(q1_head).zip(q2_head) {
+            *q = activation_target_step(simd, weights, (v, q1, q2), &mut sums);
+        }
+        let tail = (simd.partial_load_f32s(v_tail), simd.partial_load_f32s(q1_tail), simd.partial_load_f32s(q2_tail));
+        let q = activation_target_step(simd, weights, tail, &mut sums);
+        simd.partial_store_f32s(q_tail, q);
+        [reduce(simd, sums[0]), reduce(simd, sums[1])]
+    }
+}
+
+pub(super) struct ActivationFinish<'a> {
+    pub v: &'a mut [f32],
+    pub out: &'a [f32],
+    pub q1: &'a [f32],
+    pub q2: &'a [f32],
+    pub q: &'a [f32],
+    pub r: &'a [f32],
+}
+
+#[inline(always)]
+fn activation_finish_step<S: Simd>(
+    simd: S,
+    old: S::f32s,
+    (out, q1, q2, q, r): (S::f32s, S::f32s, S::f32s, S::f32s, S::f32s),
+    sums: &mut [S::f32s; 6],
+) {
+    sums[0] = add_square(simd, sums[0], simd.sub_f32s(out, old));
+    sums[1] = add_square(simd, sums[1], simd.sub_f32s(out, q1));
+    sums[2] = add_square(simd, sums[2], simd.sub_f32s(q2, out));
+    sums[3] = simd.mul_add_e_f32s(q, out, sums[3]);
+    sums[4] = simd.mul_add_e_f32s(r, out, sums[4]);
+    sums[5] = add_square(simd, sums[5], out);
+}
+
+impl WithSimd for ActivationFinish<'_> {
+    type Output = [f64; 6];
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) -> [f64; 6] {
+        let mut sums = [simd.splat_f32s(0.0); 6];
+        let (v_head, v_tail) = S::as_mut_simd_f32s(self.v);
+        let (out_head, out_tail) = S::as_simd_f32s(self.out);
+        let (q1_head, q1_tail) = S::as_simd_f32s(self.q1);
+        let (q2_head, q2_tail) = S::as_simd_f32s(self.q2);
+        let (q_head, q_tail) = S::as_simd_f32s(self.q);
+        let (r_head, r_tail) = S::as_simd_f32s(self.r);
+        let inputs = out_head.iter().zip(q1_head).zip(q2_head).zip(q_head).zip(r_head);
+        for (v, ((((&out, &q1), &q2), &q), &r)) in v_head.iter_mut().zip(inputs) {
+            activation_finish_step(simd, *v, (out, q1, q2, q, r), &mut sums);
+            *v = out;
+        }
+        let out = simd.partial_load_f32s(out_tail);
+        let tail = (
+            out,
+            simd.partial_load_f32s(q1_tail),
+            simd.partial_load_f32s(q2_tail),
+            simd.partial_load_f32s(q_tail),
+            simd.partial_load_f32s(r_tail),
+        );
+        activation_finish_step(simd, simd.partial_load_f32s(v_tail), tail, &mut sums);
+        simd.partial_store_f32s(v_tail, out);
+        sums.map(|s| reduce(simd, s))
+    }
+}

@@ -10,8 +10,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::simd::{
-    AddBias, AddBiasRelu, AddScaledReluShift, AssignWithStep, CombineWithStep, HiddenUStepRelu, OutputUStep,
-    OutputVParameters, OutputVStep, Relu, ScaledRelu,
+    ActivationFinish, ActivationTarget, AddBias, AddBiasRelu, AddScaledReluShift, AssignWithStep, CombineWithStep,
+    HiddenUStepRelu, OutputUStep, OutputVParameters, OutputVStep, Relu, ScaledRelu,
 };
 use super::{scalar, simd, USums};
 
@@ -686,4 +686,88 @@ fn u_step_sums_match_direct() {
             });
         }
     }
+}
+
+#[test]
+fn activation_target_matches_scalar() {
+    for_each_case(31, |case, rng| {
+        let (q, v, q1, q2) = (
+            Padded::random(rng, case),
+            Padded::random(rng, case),
+            Padded::random(rng, case),
+            Padded::random(rng, case),
+        );
+        let (gamma, gamma_next) = (rng.random_range(0.1..3.0), rng.random_range(0.0..3.0));
+
+        let mut expected = q.clone();
+        let expected_sums =
+            scalar::activation_target(expected.get_mut(), v.get(), q1.get(), q2.get(), gamma, gamma_next);
+        let mut actual = q.clone();
+        let actual_sums = case.arch.dispatch(ActivationTarget {
+            q: actual.get_mut(),
+            v: v.get(),
+            q1: q1.get(),
+            q2: q2.get(),
+            gamma,
+            gamma_next,
+        });
+
+        let slices = [("v", v.get()), ("q1", q1.get()), ("q2", q2.get())];
+        assert_outside_unchanged("activation_target", case, &q, &actual);
+        assert_entries_close("activation_target", case, expected.get(), actual.get(), |r| describe_entry(&slices, r));
+        for (name, e, a) in
+            [("link", expected_sums[0], actual_sums[0]), ("link_next", expected_sums[1], actual_sums[1])]
+        {
+            assert_sum_close("activation_target", name, case, e, a, || describe(&slices));
+        }
+    });
+}
+
+#[test]
+fn activation_finish_matches_scalar() {
+    for_each_case(32, |case, rng| {
+        let v = Padded::random(rng, case);
+        let inputs: Vec<Padded> = (0..5).map(|_| Padded::random(rng, case)).collect();
+        let [out, q1, q2, q, r] = [&inputs[0], &inputs[1], &inputs[2], &inputs[3], &inputs[4]];
+
+        let mut expected = v.clone();
+        let expected_sums =
+            scalar::activation_finish(expected.get_mut(), out.get(), q1.get(), q2.get(), q.get(), r.get());
+        let mut actual = v.clone();
+        let actual_sums = case.arch.dispatch(ActivationFinish {
+            v: actual.get_mut(),
+            out: out.get(),
+            q1: q1.get(),
+            q2: q2.get(),
+            q: q.get(),
+            r: r.get(),
+        });
+
+        let slices =
+            [("v", v.get()), ("out", out.get()), ("q1", q1.get()), ("q2", q2.get()), ("q", q.get()), ("r", r.get())];
+        assert_outside_unchanged("activation_finish", case, &v, &actual);
+        assert_eq!(expected.get(), actual.get(), "activation_finish [{case}]: v must equal out");
+        let names = ["step", "link", "link_next", "dot_q", "dot_r", "norm2"];
+        // Products of signed values can cancel, so the tolerance scales with the sum of their
+        // magnitudes rather than with the result.
+        let magnitudes = [
+            expected_sums[0],
+            expected_sums[1],
+            expected_sums[2],
+            q.get().iter().zip(out.get()).map(|(&a, &b)| (a as f64 * b as f64).abs()).sum(),
+            r.get().iter().zip(out.get()).map(|(&a, &b)| (a as f64 * b as f64).abs()).sum(),
+            expected_sums[5],
+        ];
+        for k in 0..6 {
+            let tolerance = sum_tolerance(case.len, magnitudes[k]);
+            assert!(
+                (actual_sums[k] - expected_sums[k]).abs() <= tolerance,
+                "activation_finish [{case}] sum {}: SIMD {:e}, scalar {:e}; inputs {}",
+                names[k],
+                actual_sums[k],
+                expected_sums[k],
+                describe(&slices)
+            );
+        }
+    });
 }
