@@ -577,7 +577,7 @@ pub(crate) fn hidden_activation<T: Real>(
         let [link_old, link_next_old] = form_q(
             tile,
             q1,
-            skip_next.then_some(&q2[..]),
+            skip_next.then_some(q2),
             q,
             forms_r.then_some((&mut r[..], shift)),
             d,

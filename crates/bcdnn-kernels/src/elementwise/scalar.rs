@@ -232,17 +232,17 @@ pub fn activation_target<T: Float>(q: &mut [T], v: &[T], q1: &[T], q2: &[T], gam
 pub fn activation_finish<T: Float>(v: &mut [T], out: &[T], q1: &[T], q2: &[T], q: &[T], r: &[T]) -> [f64; 6] {
     debug_assert!(v.len() == out.len() && v.len() == q1.len() && v.len() == q2.len());
     debug_assert!(v.len() == q.len() && v.len() == r.len());
+    let value = |x: T| x.to_f64().unwrap_or(f64::NAN);
     let mut sums = [0.0; 6];
     for k in 0..v.len() {
-        let o = out[k].to_f64().unwrap_or(f64::NAN);
-        let value = |x: T| x.to_f64().unwrap_or(f64::NAN);
+        let o = value(out[k]);
         sums[0] += (o - value(v[k])).powi(2);
         sums[1] += (o - value(q1[k])).powi(2);
         sums[2] += (value(q2[k]) - o).powi(2);
         sums[3] += value(q[k]) * o;
         sums[4] += value(r[k]) * o;
         sums[5] += o * o;
-        v[k] = out[k];
     }
+    v.copy_from_slice(out);
     sums
 }

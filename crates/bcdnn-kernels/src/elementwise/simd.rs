@@ -1064,11 +1064,14 @@ pub(super) struct ActivationFinish<'a> {
     pub r: &'a [f32],
 }
 
+/// The five inputs of one vector of [`ActivationFinish`]: `out`, `q1`, `q2`, `q`, `r`.
+type FinishInputs<S> = (<S as Simd>::f32s, <S as Simd>::f32s, <S as Simd>::f32s, <S as Simd>::f32s, <S as Simd>::f32s);
+
 #[inline(always)]
 fn activation_finish_step<S: Simd>(
     simd: S,
     old: S::f32s,
-    (out, q1, q2, q, r): (S::f32s, S::f32s, S::f32s, S::f32s, S::f32s),
+    (out, q1, q2, q, r): FinishInputs<S>,
     sums: &mut [S::f32s; 6],
 ) {
     sums[0] = add_square(simd, sums[0], simd.sub_f32s(out, old));
