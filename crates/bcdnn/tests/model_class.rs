@@ -235,3 +235,85 @@ fn non_finite_state_stops_training_with_the_block_named() {
         assert!(error.to_string().contains("non-finite"), "{error}");
     }
 }
+
+/// The plain forward pass `V_i = sigma_i(W_i V_{i-1} + b_i) + S_i V_{i-1}`, written naively.
+fn naive_predictions(trainer: &Trainer<f64>, config: &Config, features: &[f32], samples: usize) -> Vec<u32> {
+    let network = trainer.network();
+    let widths = &config.widths;
+    (0..samples)
+        .map(|j| {
+            let mut a: Vec<f64> = features[j * widths[0]..(j + 1) * widths[0]].iter().map(|&x| x as f64).collect();
+            for layer in 0..network.depth() {
+                let w = network.weights(layer).view();
+                let b = network.bias(layer);
+                let next: Vec<f64> = (0..widths[layer + 1])
+                    .map(|r| {
+                        let z = b[r] + (0..widths[layer]).map(|c| w[(r, c)] * a[c]).sum::<f64>();
+                        let skip = if config.has_skip(layer) { a[r] } else { 0.0 };
+                        config.activation(layer).value(z) + skip
+                    })
+                    .collect();
+                a = next;
+            }
+            let best = (0..a.len()).fold(0, |best, k| if a[k] > a[best] { k } else { best });
+            best as u32
+        })
+        .collect()
+}
+
+#[test]
+fn prediction_uses_the_trained_activations_and_skips() {
+    let data = common::random_dataset(50, 5, 3, 12);
+    for activation in ACTIVATIONS {
+        let config = config(
+            activation,
+            Loss::CrossEntropy,
+            Regulariser::Weights(WeightRegulariser::None),
+            true,
+            Algorithm::ThreeSplitting,
+            Order::Backward,
+            2,
+        );
+        let mut trainer: Trainer<f64> = Trainer::new(config.clone(), data.view()).unwrap();
+        for _ in 0..3 {
+            trainer.step().unwrap();
+        }
+        let mut predicted = vec![0u32; 50];
+        trainer.predict(data.view(), &mut predicted).unwrap();
+        let expected = naive_predictions(&trainer, &config, data.view().features(), 50);
+        assert_eq!(predicted, expected, "{}", activation.name());
+        let correct = expected.iter().zip(data.view().labels()).filter(|(&p, &l)| p == l as u32).count();
+        let evaluation = trainer.evaluate(data.view()).unwrap();
+        assert_eq!(evaluation.correct, correct, "{}", activation.name());
+    }
+}
+
+#[test]
+fn exact_block_check_agrees_with_block_accounting() {
+    let data = common::random_dataset(40, 5, 3, 6);
+    for activation in [Activation::Tanh, Activation::Relu] {
+        let config = config(
+            activation,
+            Loss::Logistic,
+            Regulariser::Weights(WeightRegulariser::L2 { lambda: 0.01 }),
+            true,
+            Algorithm::ThreeSplitting,
+            Order::Backward,
+            4,
+        );
+        let mut accounted: Trainer<f64> = Trainer::new(config.clone(), data.view()).unwrap();
+        let mut checked: Trainer<f64> = Trainer::new(config, data.view()).unwrap();
+        checked.set_exact_block_check(true);
+        for _ in 0..5 {
+            let a = accounted.step().unwrap();
+            let c = checked.step().unwrap();
+            assert!(!a.exact_block_check && c.exact_block_check);
+            // The check only observes: both trainers follow the same iterates.
+            assert_eq!(a.step_total(), c.step_total(), "{}", activation.name());
+            let scale = a.previous_objective.unwrap().total();
+            for increase in [a.largest_block_increase, c.largest_block_increase] {
+                assert!(increase <= 1e-9 * scale, "{}: block increase {increase:e}", activation.name());
+            }
+        }
+    }
+}
