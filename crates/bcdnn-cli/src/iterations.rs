@@ -240,6 +240,7 @@ fn build_record(
         step_total,
         step_min_times_k,
         largest_block_increase: report.map(|r| r.largest_block_increase),
+        exact_block_check: report.map(|r| r.exact_block_check),
         elapsed_seconds: 0.0,
     }
 }

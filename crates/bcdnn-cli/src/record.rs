@@ -237,6 +237,9 @@ pub struct IterationRecord {
     /// Largest increase of `Lbar` caused by a single block update of this iteration, as the
     /// trainer reports it (0 when every block decreased it).
     pub largest_block_increase: Option<f64>,
+    /// Whether `largest_block_increase` comes from an explicit evaluation of `Lbar` after every
+    /// block (`--exact-block-check`) rather than from the blocks' own accounting.
+    pub exact_block_check: Option<bool>,
     /// Wall time since the first iteration started, at the end of this iteration.
     pub elapsed_seconds: f64,
 }

@@ -296,6 +296,11 @@ pub struct ModelArgs {
     /// Relative decrease below which inner iterations stop [default: 1e-6]
     #[arg(long, value_name = "TOL")]
     pub inner_tolerance: Option<f64>,
+
+    /// Evaluate the objective explicitly after every block, so that largest_block_increase
+    /// in the record is exact (one extra pass over the training set per block)
+    #[arg(long)]
+    pub exact_block_check: bool,
 }
 
 impl ModelArgs {
@@ -363,6 +368,7 @@ impl ModelArgs {
             && self.order.is_none()
             && self.inner_iterations.is_none()
             && self.inner_tolerance.is_none()
+            && !self.exact_block_check
     }
 }
 

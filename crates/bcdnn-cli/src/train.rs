@@ -61,7 +61,9 @@ pub fn run_train(setup: &TrainSetup, command_line: &[String], system: &SystemInf
     let mut model = match method {
         MethodConfig::Bcd(config) => {
             check_memory(&config, train_view.n_samples())?;
-            Model::Bcd(Trainer::<f32>::new(config, train_view).context("failed to set up the trainer")?)
+            let mut trainer = Trainer::<f32>::new(config, train_view).context("failed to set up the trainer")?;
+            trainer.set_exact_block_check(setup.model.exact_block_check);
+            Model::Bcd(trainer)
         }
         MethodConfig::Sgd(config) => {
             Model::Sgd(SgdTrainer::<f32>::new(config, train_view).context("failed to set up the SGD trainer")?)
