@@ -46,7 +46,7 @@ pub struct TrainArgs {
     #[arg(long, value_enum, value_name = "NAME", default_value_t = Preset::Quick)]
     pub preset: Preset,
 
-    /// Training method: bcd (three-splitting block coordinate descent) or sgd (minibatch SGD
+    /// Training method: bcd (block coordinate descent; see --splitting) or sgd (minibatch SGD
     /// with backpropagation on the mean squared loss, from the same initial weights). With sgd,
     /// one iteration is one epoch.
     #[arg(long, value_enum, value_name = "NAME", default_value_t = Algorithm::Bcd)]
@@ -70,7 +70,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "K", value_parser = parse_positive)]
     pub epochs: Option<usize>,
 
-    /// Weight gamma of the activation coupling ||V_i - relu(U_i)||^2, on every layer
+    /// Weight gamma of the activation coupling ||V_i - S_i V_{i-1} - sigma(U_i)||^2, on every layer
     /// [default: from --preset]
     #[arg(long, value_name = "X", allow_negative_numbers = true)]
     pub gamma: Option<f64>,
@@ -403,7 +403,7 @@ impl TrainArgs {
                 }
                 if !self.model.is_default() {
                     anyhow::bail!(
-                        "the model options (--activation, --loss, --skip, --weight-reg, --activation-reg, --splitting, --order, --inner-*) apply to --algorithm bcd only; the SGD baseline trains ReLU networks on the squared loss"
+                        "the model options (--activation, --loss, --loss-scale, --skip, --weight-reg, --activation-reg, --splitting, --order, --inner-iterations, --inner-tolerance, --exact-block-check) apply to --algorithm bcd only; the SGD baseline trains ReLU networks on the mean squared loss, so remove them"
                     );
                 }
                 match self.learning_rate {

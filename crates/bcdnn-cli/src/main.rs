@@ -28,7 +28,13 @@ use crate::system::SystemInfo;
 use crate::train::Outcome;
 
 fn main() -> ExitCode {
-    let args = match spec::expand_config_file(std::env::args_os().collect()) {
+    let known: Vec<String> = {
+        use clap::CommandFactory;
+        let command = Cli::command();
+        let train = command.find_subcommand("train").expect("the train command exists");
+        train.get_arguments().filter_map(|a| a.get_long().map(str::to_string)).collect()
+    };
+    let args = match spec::expand_config_file(std::env::args_os().collect(), &known) {
         Ok(args) => args,
         Err(error) => {
             eprintln!("error: {}", error_chain(&error));

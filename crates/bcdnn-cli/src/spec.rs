@@ -78,23 +78,32 @@ pub fn parse_splitting(text: &str) -> Result<Algorithm, String> {
     }
 }
 
-/// Splits `KIND:A,B` into the kind and its numbers.
+/// Splits `KIND:A,B` into the kind and its numbers. Box bounds may be `inf` or `-inf`.
 fn kind_and_numbers<'t>(text: &'t str, what: &str) -> Result<(&'t str, Vec<f64>), String> {
     let text = text.trim();
     match text.split_once(':') {
         None => Ok((text, Vec::new())),
         Some((kind, args)) => {
-            let numbers = args.split(',').map(|a| number(a, what)).collect::<Result<Vec<_>, _>>()?;
+            let bound = kind.trim().eq_ignore_ascii_case("box");
+            let parse = |a: &str| -> Result<f64, String> {
+                match a.trim().to_ascii_lowercase().as_str() {
+                    "inf" | "+inf" if bound => Ok(f64::INFINITY),
+                    "-inf" if bound => Ok(f64::NEG_INFINITY),
+                    _ => number(a, what),
+                }
+            };
+            let numbers = args.split(',').map(parse).collect::<Result<Vec<_>, _>>()?;
             Ok((kind, numbers))
         }
     }
 }
 
 fn expect_count(kind: &str, numbers: &[f64], count: usize, form: &str) -> Result<(), String> {
+    let noun = if count == 1 { "number" } else { "numbers" };
     if numbers.len() == count {
         Ok(())
     } else {
-        Err(format!("regulariser '{kind}' takes {count} number(s), as in {form}, but {} were given", numbers.len()))
+        Err(format!("regulariser '{kind}' takes {count} {noun}, as in {form}, but {} given", numbers.len()))
     }
 }
 
@@ -123,7 +132,7 @@ pub fn parse_weight_reg(text: &str) -> Result<WeightRegulariser, String> {
             WeightRegulariser::NonNegative
         }
         "box" => {
-            expect_count(kind, &n, 2, "box:-1,1")?;
+            expect_count(kind, &n, 2, "box:-1,1 (bounds may be inf or -inf)")?;
             WeightRegulariser::Box { lower: n[0], upper: n[1] }
         }
         other => {
@@ -151,7 +160,7 @@ pub fn parse_activation_reg(text: &str) -> Result<ActivationRegulariser, String>
             ActivationRegulariser::NonNegative
         }
         "box" => {
-            expect_count(kind, &n, 2, "box:0,1")?;
+            expect_count(kind, &n, 2, "box:0,1 (bounds may be inf or -inf)")?;
             ActivationRegulariser::Box { lower: n[0], upper: n[1] }
         }
         other => {
@@ -251,7 +260,8 @@ pub fn parse_order(text: &str) -> Result<UpdateOrder, String> {
 #[derive(Clone, Debug, Default, clap::Args)]
 pub struct ModelArgs {
     /// Hidden activation: relu, leaky-relu[:SLOPE], sigmoid, tanh, softplus or linear; per
-    /// layer as LAYERS=NAME groups separated by ';', e.g. 'relu;10=tanh' [default: relu]
+    /// layer as LAYERS=NAME groups separated by ';', later groups overriding earlier ones,
+    /// e.g. 'relu;10=tanh' [default: relu]
     #[arg(long, value_name = "SPEC", value_parser = parse_activations)]
     pub activation: Option<PerLayer<Activation>>,
 
@@ -289,7 +299,7 @@ pub struct ModelArgs {
     #[arg(long, value_name = "ORDER", value_parser = parse_order)]
     pub order: Option<UpdateOrder>,
 
-    /// Largest number of inner iterations of a block without a closed form [default: 50]
+    /// Maximum number of inner iterations of a block without a closed form [default: 50]
     #[arg(long, value_name = "N")]
     pub inner_iterations: Option<usize>,
 
@@ -378,7 +388,10 @@ impl ModelArgs {
 ///
 /// Keys are the long option names without dashes (`hidden = "600x10"`, `epochs = 20`,
 /// `activation = "tanh"`, `skip = "2-9"`, `quiet = true`); arrays are joined with commas.
-pub fn expand_config_file(args: Vec<OsString>) -> Result<Vec<OsString>> {
+///
+/// `known` lists the long option names of `bcdnn train`; a key outside it is an error that
+/// names the file.
+pub fn expand_config_file(args: Vec<OsString>, known: &[String]) -> Result<Vec<OsString>> {
     // Only `bcdnn train ...` reads a configuration file; the subcommand is the first argument.
     let train = 1;
     if args.get(train).is_none_or(|a| a != "train") {
@@ -389,27 +402,39 @@ pub fn expand_config_file(args: Vec<OsString>) -> Result<Vec<OsString>> {
     let mut iter = args[train + 1..].iter();
     while let Some(arg) = iter.next() {
         let text = arg.to_string_lossy();
-        if text == "--config" {
-            let path = iter.next().context("--config needs a file name, as in --config run.toml")?;
-            file = Some(path.clone());
-        } else if let Some(path) = text.strip_prefix("--config=") {
-            file = Some(OsString::from(path));
+        let given = if text == "--config" {
+            Some(iter.next().context("--config needs a file name, as in --config run.toml")?.clone())
+        } else {
+            text.strip_prefix("--config=").map(OsString::from)
+        };
+        if let Some(path) = given {
+            if let Some(first) = &file {
+                bail!(
+                    "--config is given twice ({} and {}); give one file, and put other options on the command line",
+                    Path::new(first).display(),
+                    Path::new(&path).display()
+                );
+            }
+            file = Some(path);
         } else {
             rest.push(arg.clone());
         }
     }
     let Some(file) = file else { return Ok(args) };
     let mut expanded: Vec<OsString> = args[..=train].to_vec();
-    expanded.extend(config_file_arguments(Path::new(&file))?);
+    expanded.extend(config_file_arguments(Path::new(&file), known)?);
     expanded.extend(rest);
     Ok(expanded)
 }
 
 /// Options of `bcdnn train` a configuration file may not set.
-const FORBIDDEN_KEYS: [&str; 2] = ["config", "help"];
+const FORBIDDEN_KEYS: [&str; 3] = ["config", "help", "version"];
+
+/// Options whose values are `;`-separated groups, so a list in a file is joined with `;`.
+const GROUPED_KEYS: [&str; 3] = ["activation", "weight-reg", "activation-reg"];
 
 /// Reads a TOML file of `train` options into command-line arguments.
-pub fn config_file_arguments(path: &Path) -> Result<Vec<OsString>> {
+pub fn config_file_arguments(path: &Path, known: &[String]) -> Result<Vec<OsString>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the configuration file {}", path.display()))?;
     let table: toml::Table = text.parse().with_context(|| format!("{} is not a valid TOML file", path.display()))?;
@@ -418,7 +443,15 @@ pub fn config_file_arguments(path: &Path) -> Result<Vec<OsString>> {
         if FORBIDDEN_KEYS.contains(&key.as_str()) || key.starts_with('-') {
             bail!("{}: key '{key}' cannot be set in a configuration file", path.display());
         }
-        let flag = format!("--{}", key.replace('_', "-"));
+        let name = key.replace('_', "-");
+        if !known.is_empty() && !known.contains(&name) {
+            bail!(
+                "{}: unknown key '{key}'; keys are the long options of `bcdnn train` (see bcdnn train --help)",
+                path.display()
+            );
+        }
+        let flag = format!("--{name}");
+        let separator = if GROUPED_KEYS.contains(&name.as_str()) { ";" } else { "," };
         let scalar = |v: &toml::Value| -> Result<String> {
             Ok(match v {
                 toml::Value::String(s) => s.clone(),
@@ -435,7 +468,7 @@ pub fn config_file_arguments(path: &Path) -> Result<Vec<OsString>> {
             toml::Value::Boolean(true) => out.push(OsString::from(flag)),
             toml::Value::Boolean(false) => {}
             toml::Value::Array(items) => {
-                let joined = items.iter().map(scalar).collect::<Result<Vec<_>>>()?.join(",");
+                let joined = items.iter().map(scalar).collect::<Result<Vec<_>>>()?.join(separator);
                 out.push(OsString::from(flag));
                 out.push(OsString::from(joined));
             }
@@ -468,7 +501,12 @@ mod tests {
         assert_eq!(parse_weight_reg("l2:1e-4"), Ok(WeightRegulariser::L2 { lambda: 1e-4 }));
         assert_eq!(parse_weight_reg("elastic:1,2"), Ok(WeightRegulariser::ElasticNet { l1: 1.0, l2: 2.0 }));
         assert_eq!(parse_weight_reg("box:-1,1"), Ok(WeightRegulariser::Box { lower: -1.0, upper: 1.0 }));
-        assert!(parse_weight_reg("box:1").unwrap_err().contains("takes 2 number(s)"));
+        assert!(parse_weight_reg("box:1").unwrap_err().contains("takes 2 numbers"));
+        assert_eq!(
+            parse_activation_reg("box:0,inf"),
+            Ok(ActivationRegulariser::Box { lower: 0.0, upper: f64::INFINITY })
+        );
+        assert!(parse_weight_reg("l2:inf").unwrap_err().contains("finite"));
         assert!(parse_weight_reg("l3:1").unwrap_err().contains("unknown weight regulariser 'l3'"));
         assert!(parse_weight_reg("l2:abc").unwrap_err().contains("'abc' is not a number"));
         assert_eq!(parse_activation_reg("nonneg"), Ok(ActivationRegulariser::NonNegative));
@@ -496,7 +534,7 @@ mod tests {
             .map(OsString::from)
             .collect();
         let expanded: Vec<String> =
-            expand_config_file(args).unwrap().into_iter().map(|a| a.into_string().unwrap()).collect();
+            expand_config_file(args, &[]).unwrap().into_iter().map(|a| a.into_string().unwrap()).collect();
         let epochs_file = expanded.iter().position(|a| a == "3").unwrap();
         let epochs_cli = expanded.iter().position(|a| a == "5").unwrap();
         assert!(epochs_file < epochs_cli, "{expanded:?}");
@@ -510,13 +548,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let bad = dir.path().join("bad.toml");
         std::fs::write(&bad, "hidden = \"600\"\n[layer]\ngamma = 1\n").unwrap();
-        let error = config_file_arguments(&bad).unwrap_err().to_string();
+        let error = config_file_arguments(&bad, &[]).unwrap_err().to_string();
         assert!(error.contains("bad.toml") && error.contains("'layer'"), "{error}");
         let broken = dir.path().join("broken.toml");
         std::fs::write(&broken, "hidden = [600\n").unwrap();
-        let error = format!("{:#}", config_file_arguments(&broken).unwrap_err());
+        let error = format!("{:#}", config_file_arguments(&broken, &[]).unwrap_err());
         assert!(error.contains("not a valid TOML file"), "{error}");
-        let missing = config_file_arguments(&dir.path().join("missing.toml")).unwrap_err().to_string();
+        let missing = config_file_arguments(&dir.path().join("missing.toml"), &[]).unwrap_err().to_string();
+        let unknown = dir.path().join("unknown.toml");
+        std::fs::write(&unknown, "hiden = \"32\"\n").unwrap();
+        let error = config_file_arguments(&unknown, &["hidden".to_string()]).unwrap_err().to_string();
+        assert!(error.contains("unknown.toml") && error.contains("unknown key 'hiden'"), "{error}");
         assert!(missing.contains("cannot read the configuration file"), "{missing}");
     }
 }

@@ -169,7 +169,15 @@ fn build_config(setup: &TrainSetup) -> Result<Config> {
         .threads(setup.threads)
         .tile_width(setup.tile_width);
     let builder = setup.model.apply(builder, setup.hidden.len());
-    builder.build().context("invalid training configuration")
+    let config = builder.build().context("invalid training configuration")?;
+    if config.loss_scale == bcdnn::LossScale::Mean && config.layers.iter().any(|l| l.gamma >= 1e-2) {
+        log::warn!(
+            "--loss-scale mean divides the loss by the number of samples but not the coupling terms, so with \
+             gamma and rho near 1 the loss barely moves the network; scale --gamma, --rho and --alpha by \
+             1/samples as well (for 10000 samples, 1e-4), or use --loss-scale sum"
+        );
+    }
+    Ok(config)
 }
 
 /// Widths `784, hidden..., 10` of an MNIST network.

@@ -656,7 +656,7 @@ fn config_file_sets_options_and_the_command_line_overrides_it() {
     fs::write(&file, "hidden = \"24\"\nswish = true\n").unwrap();
     let output = small_train().arg("--config").arg(&file).output().unwrap();
     assert!(!output.status.success());
-    assert!(stderr(&output).contains("--swish"), "{}", stderr(&output));
+    assert!(stderr(&output).contains("run.toml: unknown key 'swish'"), "{}", stderr(&output));
 
     fs::write(&file, "[layer]\ngamma = 2\n").unwrap();
     let output = small_train().arg("--config").arg(&file).output().unwrap();

@@ -184,7 +184,7 @@ pub enum ConfigError {
     InvalidParameter { name: &'static str, layer: usize, value: f64 },
     #[error("{count} layer parameter sets were given for a network of {layers} layers")]
     LayerCountMismatch { count: usize, layers: usize },
-    #[error("layer index {layer} is out of range; the network has layers 1..={layers}")]
+    #[error("layer {layer} does not exist for this setting; it takes layers 1 to {layers}")]
     LayerOutOfRange { layer: usize, layers: usize },
     #[error("layer {layer} has a skip connection but its width {width} differs from its input width {input}; skips need equal widths")]
     SkipWidthMismatch { layer: usize, width: usize, input: usize },
@@ -627,7 +627,7 @@ impl ConfigBuilder {
                 return Err(ConfigError::SkipOnOutputLayer { layer, hidden });
             }
             if layer == 0 || layer > hidden {
-                return Err(ConfigError::LayerOutOfRange { layer, layers });
+                return Err(ConfigError::LayerOutOfRange { layer, layers: hidden });
             }
             config.skips[layer - 1] = true;
         }

@@ -38,7 +38,7 @@ pub enum TrainError {
     PredictionShapeMismatch { features: usize, rows: usize, columns: usize },
     #[error("{block} block of layer {layer}: {source}; the block's system is too ill-conditioned in floating point, so bring gamma, rho and alpha of that layer closer to each other (a larger alpha relative to rho helps most)")]
     NotPositiveDefinite { block: &'static str, layer: usize, source: NotPositiveDefinite },
-    #[error("the {block} block of layer {layer} became non-finite (NaN or infinity) in iteration {iteration}; reduce the parameters' scale or check the data")]
+    #[error("the {block} block of layer {layer} became non-finite (NaN or infinity) in iteration {iteration}; check the data for non-finite values and gamma, rho and alpha of that layer for extreme values (far above or below 1)")]
     NonFinite { block: &'static str, layer: usize, iteration: usize },
     #[error("block {block} does not exist in the {algorithm} algorithm")]
     NoSuchBlock { block: Block, algorithm: &'static str },
@@ -170,8 +170,19 @@ impl<'a, T: Real> Trainer<'a, T> {
             Some(_) => None,
             None => Some(ColMatrix::from_vec(features.iter().map(|&x| T::from_f64(x as f64)).collect(), widths[0], n)),
         };
-        let network = Network::init(&widths, config.seed, config.init_weight_scale, config.init_bias)
+        let mut network = Network::<T>::init(&widths, config.seed, config.init_weight_scale, config.init_bias)
             .with_architecture(&config.activations, &config.skips);
+        // Start inside every weight constraint, so that the initial objective is finite.
+        for (layer, reg) in config.weight_regularisers.iter().enumerate() {
+            if reg.closed_form_l2().is_none() {
+                let (weights, _) = network.layer_mut(layer);
+                for w in weights.as_mut_slice() {
+                    if !reg.value(w.to_f64()).is_finite() {
+                        *w = T::from_f64(reg.prox(w.to_f64(), 1.0));
+                    }
+                }
+            }
+        }
         let u = widths[1..].iter().map(|&d| ColMatrix::zeros(d, n)).collect();
         let v = widths[1..].iter().map(|&d| ColMatrix::zeros(d, n)).collect();
         let ws = Workspace::new(&config, n, threads);

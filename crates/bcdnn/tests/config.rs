@@ -114,7 +114,7 @@ fn config_rejects_each_invalid_model_choice() {
             ConfigError::SkipWidthMismatch { layer: 2, width: 3, input: 4 },
         ),
         ("skip on the output layer", base().skip(3).build(), ConfigError::SkipOnOutputLayer { layer: 3, hidden: 2 }),
-        ("skip on layer 0", base().skip(0).build(), ConfigError::LayerOutOfRange { layer: 0, layers: 3 }),
+        ("skip on layer 0", base().skip(0).build(), ConfigError::LayerOutOfRange { layer: 0, layers: 2 }),
         (
             "leaky slope 1",
             base().activation(Activation::LeakyRelu { slope: 1.0 }).build(),
