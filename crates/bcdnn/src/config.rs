@@ -75,7 +75,7 @@ impl fmt::Display for Block {
     }
 }
 
-/// Which splitting of the training problem BCD minimises.
+/// Splitting of the training problem that BCD minimises.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Algorithm {

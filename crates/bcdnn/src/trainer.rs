@@ -89,7 +89,7 @@ impl StepReport {
     }
 }
 
-/// What one block update did: its squared step and the terms of `Lbar` that involve the
+/// Outcome of one block update: its squared step and the terms of `Lbar` that involve the
 /// block, before and after.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
 pub struct BlockReport {
@@ -137,6 +137,8 @@ pub struct Trainer<'a, T: Real = f32> {
     spare_terms: LayerTerms,
     /// Whether each step evaluates `Lbar` explicitly after every block.
     exact_block_check: bool,
+    /// `||U^old - W V - b||^2` summed by the last pre-activation update.
+    last_coupling_old: f64,
     loss_weight: f64,
 }
 
@@ -206,6 +208,7 @@ impl<'a, T: Real> Trainer<'a, T> {
             explicit_objective: None,
             spare_terms: LayerTerms::default(),
             exact_block_check: false,
+            last_coupling_old: 0.0,
             loss_weight,
         };
         let Self { pool, config, features, converted_input, network, u, v, ws, threads, labels, .. } = &mut trainer;
@@ -305,7 +308,6 @@ impl<'a, T: Real> Trainer<'a, T> {
         for index in 0..self.schedule.len() {
             let block = self.schedule[index];
             let block_start = Instant::now();
-            let coupling_before = self.terms.coupling[block.layer()];
             let outcome = self.update_block(block)?;
             let seconds = block_start.elapsed().as_secs_f64();
             let change = if self.exact_block_check {
@@ -326,7 +328,8 @@ impl<'a, T: Real> Trainer<'a, T> {
                 Block::PreActivation(layer) => {
                     report.seconds_u += seconds;
                     report.step_u += outcome.step;
-                    previous.preactivation_coupling += 0.5 * self.config.layers[layer].rho * coupling_before;
+                    // The U pass sums ||U^old - W V - b||^2 explicitly: the coupling of P^{k-1}.
+                    previous.preactivation_coupling += 0.5 * self.config.layers[layer].rho * self.last_coupling_old;
                 }
                 Block::Weights(_) => {
                     report.seconds_w += seconds;
@@ -399,6 +402,7 @@ impl<'a, T: Real> Trainer<'a, T> {
         let network = &mut self.network;
         let u = &mut self.u;
         let terms = &mut self.terms;
+        let last_coupling_old = &mut self.last_coupling_old;
         let (v_before, v_rest) = self.v.split_at_mut(layer);
         let prev: &[T] = if layer == 0 { input } else { v_before[layer - 1].as_slice() };
         let (v_layer, v_after) = v_rest.split_first_mut().expect("the layer exists");
@@ -480,6 +484,7 @@ impl<'a, T: Real> Trainer<'a, T> {
                     );
                     terms.coupling[layer] = s.u.coupling_new;
                     terms.link[layer] = s.u.link_new;
+                    *last_coupling_old = s.u.coupling_old;
                     terms.u_norm2[layer] = s.norm2;
                     BlockReport {
                         step: s.u.step,
