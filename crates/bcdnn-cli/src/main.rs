@@ -34,14 +34,36 @@ fn main() -> ExitCode {
         let train = command.find_subcommand("train").expect("the train command exists");
         train.get_arguments().filter_map(|a| a.get_long().map(str::to_string)).collect()
     };
-    let args = match spec::expand_config_file(std::env::args_os().collect(), &known) {
+    let original: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let config_file = original
+        .iter()
+        .position(|a| a == "--config")
+        .and_then(|i| original.get(i + 1).cloned())
+        .or_else(|| original.iter().find_map(|a| a.to_str()?.strip_prefix("--config=").map(Into::into)));
+    let args = match spec::expand_config_file(original, &known) {
         Ok(args) => args,
         Err(error) => {
             eprintln!("error: {}", error_chain(&error));
             return ExitCode::FAILURE;
         }
     };
-    let cli = Cli::parse_from(args);
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            if error.use_stderr() {
+                if let Some(file) = config_file {
+                    // The file's keys became options, so an error may name one the user only
+                    // wrote in the file.
+                    eprintln!(
+                        "note: the options from {} were applied before those on the command line; the error may come from a key in that file",
+                        std::path::Path::new(&file).display()
+                    );
+                }
+            }
+            return ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2));
+        }
+    };
     let quiet = match &cli.command {
         Command::Train(args) => args.quiet,
         Command::Experiment(experiment) => experiment.quiet(),

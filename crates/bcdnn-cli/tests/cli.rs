@@ -658,6 +658,12 @@ fn config_file_sets_options_and_the_command_line_overrides_it() {
     assert!(!output.status.success());
     assert!(stderr(&output).contains("run.toml: unknown key 'swish'"), "{}", stderr(&output));
 
+    fs::write(&file, "epochs = 3.5\n").unwrap();
+    let output = small_train().arg("--config").arg(&file).output().unwrap();
+    assert!(!output.status.success());
+    let text = stderr(&output);
+    assert!(text.contains("'3.5'") && text.contains("run.toml"), "the error names the value and the file:\n{text}");
+
     fs::write(&file, "[layer]\ngamma = 2\n").unwrap();
     let output = small_train().arg("--config").arg(&file).output().unwrap();
     assert!(!output.status.success());
