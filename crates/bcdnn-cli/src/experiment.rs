@@ -184,7 +184,7 @@ fn run_bcd_vs_sgd(args: &BcdVsSgdArgs, system: &SystemInfo) -> Result<Outcome> {
     Ok(Outcome::Completed)
 }
 
-/// The BCD run first, then one SGD run per learning rate, each with its record path in --out.
+/// Plans the BCD run first, then one SGD run per learning rate, each with its record path in --out.
 fn plan_runs(args: &BcdVsSgdArgs) -> Vec<PlannedRun> {
     let base = TrainSetup {
         preset: Preset::PaperDeep,
@@ -228,7 +228,7 @@ fn plan_runs(args: &BcdVsSgdArgs) -> Vec<PlannedRun> {
     runs
 }
 
-/// The `bcdnn train` command line that repeats one run of the experiment, stored in its record.
+/// Builds the `bcdnn train` command line that repeats one run of the experiment, stored in its record.
 fn experiment_command_line(setup: &TrainSetup, record: &Path) -> Vec<String> {
     let mut line: Vec<String> = vec!["bcdnn".into(), "train".into(), "--preset".into(), setup.preset.name().into()];
     let mut push = |option: &str, value: String| {
@@ -319,7 +319,7 @@ mod tests {
     }
 
     #[test]
-    fn plan_has_one_bcd_and_one_sgd_run_per_rate() {
+    fn plan_runs_per_rate() {
         let args = BcdVsSgdArgs {
             out: PathBuf::from("out"),
             iterations: 7,

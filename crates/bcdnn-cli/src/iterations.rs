@@ -246,7 +246,7 @@ fn build_record(
 }
 
 /// Formats one progress line. For BCD the objective shown first is that of the previous
-/// iterate, the value this step computed on the way; the last line also shows the final
+/// iterate, which this step computed on the way, and the last line also shows the final
 /// objective. `majority` is the largest fraction of one set's samples predicted as one class.
 fn format_iteration(record: &IterationRecord, total: usize, step: &StepOutcome, evaluations: Evaluations) -> String {
     let iteration = record.iteration;

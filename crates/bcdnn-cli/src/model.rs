@@ -15,7 +15,7 @@ pub enum Model<'a> {
     Sgd(SgdTrainer<'a, f32>),
 }
 
-/// What one step of either method reports.
+/// Report of one step of either method.
 #[derive(Clone, Copy, Debug)]
 pub struct StepOutcome {
     /// Wall time of the step's updates.
@@ -77,7 +77,7 @@ impl Model<'_> {
         }
     }
 
-    /// The trainer's configuration as the record's `config` field. The SGD configuration gets
+    /// Returns the trainer's configuration as the record's `config` field. The SGD configuration gets
     /// the initialisation constants added, so both records state how the weights started.
     pub fn config_json(&self) -> Result<Value> {
         let value = match self {

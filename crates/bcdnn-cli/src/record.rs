@@ -18,9 +18,9 @@ use crate::system::{SystemInfo, Timestamp};
 
 /// Version of the record layout; increase it when a field changes meaning or is removed.
 ///
-/// Version 2 added the algorithm, label and validation split to the run line, the validation
-/// and majority-fraction fields and `largest_block_increase` to iteration lines, made the
-/// BCD-only iteration fields nullable, and replaced the summary's `final_*` and
+/// Version 2 added the algorithm, label and validation split to the run line. It added the
+/// validation and majority-fraction fields and `largest_block_increase` to iteration lines
+/// and made the BCD-only iteration fields nullable. It replaced the summary's `final_*` and
 /// `best_test_*` fields by the `last` and `best` objects.
 pub const RECORD_FORMAT_VERSION: u32 = 2;
 
@@ -162,8 +162,8 @@ pub struct RunRecord<'a> {
     pub algorithm: &'static str,
     /// Legend name for `bcdnn plot`.
     pub label: &'a str,
-    /// What one iteration of the record is: a BCD sweep over all blocks on the full batch,
-    /// or one SGD epoch.
+    /// Unit of one iteration of the record: a BCD sweep over all blocks on the full batch, or
+    /// one SGD epoch.
     pub iteration_unit: &'static str,
     /// BCD: widths `d_0..d_N`, per-layer gamma, rho and alpha, seed, requested threads (0: one
     /// per core), tile width and initialisation. SGD: widths, learning rate, batch size, seed,
@@ -178,7 +178,7 @@ pub struct RunRecord<'a> {
     pub test_samples: usize,
     /// Samples of the validation split; 0 without one.
     pub validation_samples: usize,
-    /// Which samples form the validation split, in words; null without one.
+    /// Description of the samples that form the validation split; null without one.
     pub validation_split: Option<String>,
     pub data_dir: &'a Path,
     pub cache_dir: &'a Path,
@@ -269,7 +269,7 @@ pub struct SummaryRecord {
     /// The evaluated iteration with the highest validation accuracy, the earliest on a tie.
     /// Null without a validation split: the test set never selects an iteration.
     pub best: Option<IterationSummary>,
-    /// How `best` was chosen, or why there is none.
+    /// Rule that chose `best`, or the reason there is none.
     pub best_selection: &'static str,
     pub mean_update_seconds: Option<f64>,
     pub total_update_seconds: f64,

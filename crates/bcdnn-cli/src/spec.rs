@@ -1,10 +1,9 @@
 //! The model options of `bcdnn train` (activations, loss, regularisers, skips, splitting,
 //! order) and the TOML file that can hold any `train` option.
 //!
-//! Per-layer options take one value for every layer (`tanh`) or groups of
-//! `LAYERS=VALUE` separated by `;`, where `LAYERS` is a 1-based layer, a range `2-9` or a
-//! list `2,4`; groups apply in order, so `relu;10=tanh` sets every layer to ReLU and layer 10
-//! to tanh.
+//! Per-layer options take one value for every layer (`tanh`) or groups of `LAYERS=VALUE`
+//! separated by `;`. `LAYERS` is a 1-based layer, a range `2-9` or a list `2,4`. Groups apply
+//! in order, so `relu;10=tanh` sets every layer to ReLU and then layer 10 to tanh.
 
 use anyhow::{bail, Context, Result};
 use bcdnn::{
@@ -366,7 +365,8 @@ impl ModelArgs {
         builder
     }
 
-    /// Whether any option differs from the plain ReLU, squared-loss, three-splitting model.
+    /// Returns whether no model option was given (the plain ReLU, squared-loss,
+    /// three-splitting model).
     pub fn is_default(&self) -> bool {
         self.activation.is_none()
             && self.loss.is_none()
@@ -397,6 +397,7 @@ pub fn expand_config_file(args: Vec<OsString>, known: &[String]) -> Result<Vec<O
     if args.get(train).is_none_or(|a| a != "train") {
         return Ok(args);
     }
+
     let mut file = None;
     let mut rest = Vec::new();
     let mut iter = args[train + 1..].iter();
@@ -420,6 +421,7 @@ pub fn expand_config_file(args: Vec<OsString>, known: &[String]) -> Result<Vec<O
             rest.push(arg.clone());
         }
     }
+
     let Some(file) = file else { return Ok(args) };
     let mut expanded: Vec<OsString> = args[..=train].to_vec();
     expanded.extend(config_file_arguments(Path::new(&file), known)?);
@@ -549,7 +551,8 @@ mod tests {
         let bad = dir.path().join("bad.toml");
         std::fs::write(&bad, "hidden = \"600\"\n[layer]\ngamma = 1\n").unwrap();
         let error = config_file_arguments(&bad, &[]).unwrap_err().to_string();
-        assert!(error.contains("bad.toml") && error.contains("'layer'"), "{error}");
+        assert!(error.contains("bad.toml"), "{error}");
+        assert!(error.contains("'layer'"), "{error}");
         let broken = dir.path().join("broken.toml");
         std::fs::write(&broken, "hidden = [600\n").unwrap();
         let error = format!("{:#}", config_file_arguments(&broken, &[]).unwrap_err());
@@ -558,7 +561,8 @@ mod tests {
         let unknown = dir.path().join("unknown.toml");
         std::fs::write(&unknown, "hiden = \"32\"\n").unwrap();
         let error = config_file_arguments(&unknown, &["hidden".to_string()]).unwrap_err().to_string();
-        assert!(error.contains("unknown.toml") && error.contains("unknown key 'hiden'"), "{error}");
+        assert!(error.contains("unknown.toml"), "{error}");
+        assert!(error.contains("unknown key 'hiden'"), "{error}");
         assert!(missing.contains("cannot read the configuration file"), "{missing}");
     }
 }

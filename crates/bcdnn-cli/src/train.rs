@@ -189,7 +189,7 @@ fn network_widths(hidden: &[usize]) -> Vec<usize> {
     widths
 }
 
-/// The run's legend name: `--label`, else the record's file name without its extension, else
+/// Returns the run's legend name: `--label`, else the record's file name without its extension, else
 /// the algorithm's name.
 fn run_label(setup: &TrainSetup) -> String {
     if let Some(label) = &setup.label {

@@ -564,7 +564,8 @@ fn experiment_writes_records_and_figures() {
         assert_eq!(sgd.len(), 4, "run, 2 epochs, summary");
     }
     let svg = fs::read_to_string(out.join("bcd-vs-sgd.svg")).unwrap();
-    assert!(svg.contains("BCD") && svg.contains("SGD lr 0.05"), "legend names the runs");
+    assert!(svg.contains("BCD"), "legend names the BCD run");
+    assert!(svg.contains("SGD lr 0.05"), "legend names the SGD run");
     let png = fs::read(out.join("bcd-vs-sgd.png")).unwrap();
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "the PNG figure has the PNG signature");
     assert!(stdout(&output).contains("test accuracy by iteration"), "{}", stdout(&output));
@@ -576,7 +577,7 @@ fn experiment_writes_records_and_figures() {
 }
 
 #[test]
-fn model_options_train_and_reach_the_record() {
+fn model_options_reach_record() {
     let dir = temp_dir("model");
     let record = dir.join("run.jsonl");
     let output = small_train()
@@ -604,7 +605,7 @@ fn model_options_train_and_reach_the_record() {
 }
 
 #[test]
-fn two_splitting_runs_from_the_command_line() {
+fn two_splitting_runs() {
     let output = small_train()
         .args(["--epochs", "2", "--splitting", "two", "--inner-iterations", "3", "--activation", "sigmoid", "--quiet"])
         .output()
@@ -614,7 +615,7 @@ fn two_splitting_runs_from_the_command_line() {
 }
 
 #[test]
-fn model_option_errors_are_named() {
+fn model_option_errors_named() {
     let cases: &[(&[&str], &str)] = &[
         (&["--activation", "swish"], "unknown activation 'swish'"),
         (&["--loss", "l1"], "unknown loss 'l1'"),
@@ -635,7 +636,7 @@ fn model_option_errors_are_named() {
 }
 
 #[test]
-fn config_file_sets_options_and_the_command_line_overrides_it() {
+fn config_file_and_overrides() {
     let dir = temp_dir("config");
     let file = dir.join("run.toml");
     let record = dir.join("run.jsonl");
@@ -662,7 +663,8 @@ fn config_file_sets_options_and_the_command_line_overrides_it() {
     let output = small_train().arg("--config").arg(&file).output().unwrap();
     assert!(!output.status.success());
     let text = stderr(&output);
-    assert!(text.contains("'3.5'") && text.contains("run.toml"), "the error names the value and the file:\n{text}");
+    assert!(text.contains("'3.5'"), "the error names the value:\n{text}");
+    assert!(text.contains("run.toml"), "the error names the file:\n{text}");
 
     fs::write(&file, "[layer]\ngamma = 2\n").unwrap();
     let output = small_train().arg("--config").arg(&file).output().unwrap();

@@ -149,8 +149,8 @@ impl Loss {
         }
     }
 
-    /// Lipschitz constant `L_R` of the gradient of the summed loss, for the smooth losses
-    /// that are updated by a prox-linear step; `None` for the losses with a closed-form update.
+    /// Returns the Lipschitz constant `L_R` of the gradient of the summed loss for the smooth
+    /// losses, which are updated by a prox-linear step, and `None` for the closed-form ones.
     pub fn prox_linear_lipschitz(&self) -> Option<f64> {
         match self {
             Loss::Squared | Loss::Hinge => None,
@@ -159,7 +159,7 @@ impl Loss {
         }
     }
 
-    /// Whether the targets are `+1` for the label's row and `-1` elsewhere (one-vs-rest
+    /// Returns whether the targets are `+1` for the label's row and `-1` elsewhere (one-vs-rest
     /// losses) rather than one-hot.
     pub fn signed_targets(&self) -> bool {
         matches!(self, Loss::Hinge | Loss::Logistic)
@@ -170,7 +170,7 @@ impl Loss {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LossScale {
-    /// Sum over samples (the paper's experiments).
+    /// Sum over samples, the scale the published BCD hyperparameters assume.
     #[default]
     Sum,
     /// Mean over samples: the summed loss divided by `n`.

@@ -7,7 +7,7 @@
 //!
 //! Every update also returns the values, before and after, of the terms of `Lbar` that
 //! involve its block, so the trainer can check that no block increases the objective. Terms
-//! the update touches elementwise are summed in the same pass; a coupling term that would
+//! the update touches elementwise are summed in the same pass. A coupling term that would
 //! need an extra product is obtained from the block's optimality conditions instead.
 
 #![allow(non_snake_case)]
@@ -243,9 +243,9 @@ pub(crate) struct WeightUpdate {
 /// `r(W) + rho/2 ||U - Wt Vt||^2 + alpha/2 ||Wt - Wt^old||^2`.
 ///
 /// Without a regulariser or with `lambda/2 ||W||^2`, solves
-/// `(alpha I + rho G + lambda D) Wt^T = (alpha Wt^old + rho C)^T` (`D` is the identity without
-/// its bias entry) by Cholesky in `f64`; with the other regularisers, runs monotone FISTA on
-/// `G` and `C`. With `use_input_gram`, `ws.input_gram` already contains `G`.
+/// `(alpha I + rho G + lambda D) Wt^T = (alpha Wt^old + rho C)^T` by Cholesky in `f64`, where
+/// `D` is the identity without its bias entry. With the other regularisers, runs monotone FISTA
+/// on `G` and `C`. With `use_input_gram`, `ws.input_gram` already contains `G`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn weights<T: Real>(
     update: WeightUpdate,
@@ -280,7 +280,7 @@ pub(crate) fn weights<T: Real>(
         _ => None,
     };
     let Some(lambda) = lambda else {
-        let fista = ws.fista.as_mut().expect("the workspace holds FISTA buffers when a layer needs them");
+        let fista = ws.fista.as_mut().expect("the workspace allocates FISTA buffers when a layer needs them");
         return Ok(weights_by_fista(update, G, C, weights, bias, fista, reg_old));
     };
 
@@ -687,8 +687,7 @@ pub(crate) fn hidden_activation<T: Real>(
     })
 }
 
-/// How a tile of the activation update obtains `||U_{l+1} - b - W_{l+1} V_l||^2` after the
-/// update.
+/// Source of `||U_{l+1} - b - W_{l+1} V_l||^2` after a tile of the activation update.
 enum Coupling {
     /// Summed explicitly from `W V`.
     Explicit(f64),
@@ -703,9 +702,9 @@ fn shifted_norm2<T: Real>(u: &[T], bias: &[T]) -> f64 {
     u.chunks_exact(bias.len()).map(|column| T::dist2_activation(Activation::Linear, column, bias)).sum()
 }
 
-/// One pass before the activation solve, column by column: `Q = gamma q1 + gamma_next q2` into
-/// `q`, `R += Q + shift` when `r` is given, and the link terms `[||V - q1||^2, ||q2 - V||^2]`
-/// at the old `V` (the second is 0 without `q2`).
+/// Forms `Q = gamma q1 + gamma_next q2` into `q` and `R += Q + shift` when `r` is given, in one
+/// pass before the activation solve. Returns the link terms `[||V - q1||^2, ||q2 - V||^2]` at
+/// the old `V` (the second is 0 without `q2`).
 fn form_q<T: Real>(
     v: &[T],
     q1: &[T],
@@ -738,8 +737,8 @@ fn form_q<T: Real>(
     sums
 }
 
-/// One pass after the activation solve, column by column: stores `out` into `v` and returns
-/// `[||out - v_old||^2, ||out - q1||^2, ||q2 - out||^2, <Q, out>, <R, out>, ||out||^2]`; the
+/// Stores `out` into `v` in one pass after the activation solve and returns
+/// `[||out - v_old||^2, ||out - q1||^2, ||q2 - out||^2, <Q, out>, <R, out>, ||out||^2]`. The
 /// sums of an absent `q2` or `r` are meaningless.
 fn finish_tile<T: Real>(
     v: &mut [T],

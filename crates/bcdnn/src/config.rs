@@ -122,7 +122,7 @@ pub struct InnerSolve {
 }
 
 impl InnerSolve {
-    /// The kernels' form of these bounds.
+    /// Converts these bounds into the kernels' form.
     pub fn kernels(&self) -> bcdnn_kernels::fista::InnerSolve {
         bcdnn_kernels::fista::InnerSolve { max_iterations: self.max_iterations, tolerance: self.tolerance }
     }
@@ -315,7 +315,7 @@ impl Config {
         self.depth() - 1
     }
 
-    /// Whether layer `layer` (0-based) has a skip connection.
+    /// Returns whether layer `layer` (0-based) has a skip connection.
     pub fn has_skip(&self, layer: usize) -> bool {
         self.skips.get(layer).copied().unwrap_or(false)
     }
@@ -333,7 +333,7 @@ impl Config {
         }
     }
 
-    /// The blocks of one iteration in the configured order.
+    /// Returns the blocks of one iteration in the configured order.
     pub fn schedule(&self) -> Vec<Block> {
         let depth = self.depth();
         let three = self.algorithm == Algorithm::ThreeSplitting;
@@ -365,10 +365,12 @@ impl Config {
                 Err(ConfigError::LayerCountMismatch { count, layers: expected })
             }
         };
+
         sized(self.activations.len(), hidden)?;
         sized(self.skips.len(), hidden)?;
         sized(self.weight_regularisers.len(), depth)?;
         sized(self.activation_regularisers.len(), depth)?;
+
         for (index, activation) in self.activations.iter().enumerate() {
             if let Activation::LeakyRelu { slope } = *activation {
                 if !(0.0..1.0).contains(&slope) {
@@ -376,12 +378,14 @@ impl Config {
                 }
             }
         }
+
         for (index, &skip) in self.skips.iter().enumerate() {
             let (width, input) = (self.widths[index + 1], self.widths[index]);
             if skip && width != input {
                 return Err(ConfigError::SkipWidthMismatch { layer: index + 1, width, input });
             }
         }
+
         for (index, reg) in self.weight_regularisers.iter().enumerate() {
             let layer = index + 1;
             let check = |name, value: f64| non_negative("weight", name, layer, value);
@@ -395,6 +399,7 @@ impl Config {
                 WeightRegulariser::Box { lower, upper } => valid_box("weight", layer, lower, upper)?,
             }
         }
+
         for (index, reg) in self.activation_regularisers.iter().enumerate() {
             let layer = index + 1;
             match *reg {
@@ -403,10 +408,12 @@ impl Config {
                 ActivationRegulariser::Box { lower, upper } => valid_box("activation", layer, lower, upper)?,
             }
         }
+
         // The mean loss's weight depends on the sample count; the trainer checks it.
         if self.loss_scale == LossScale::Sum {
             self.check_prox_linear(1)?;
         }
+
         if let UpdateOrder::Custom(blocks) = &self.order {
             let algorithm = self.algorithm.name();
             let three = self.algorithm == Algorithm::ThreeSplitting;
@@ -425,6 +432,7 @@ impl Config {
                 return Err(ConfigError::OrderMissingBlock { block });
             }
         }
+
         if self.inner.max_iterations == 0 {
             return Err(ConfigError::ZeroInnerIterations);
         }

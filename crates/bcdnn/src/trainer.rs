@@ -66,9 +66,9 @@ pub struct StepReport {
     ///
     /// By default each block reports the terms it touches from its own passes: exact sums
     /// for `V_N` and `U`, and optimality identities for `W` and hidden `V`. In `f64` these
-    /// agree with an explicit evaluation to about 1e-7 relative; in `f32` the identities carry
-    /// rounding of the order of `f32::EPSILON` times the largest terms they combine (such as
-    /// `||U||^2`), which late in training can exceed `Lbar` itself. With
+    /// agree with an explicit evaluation to within 1e-7 relative (tested). In `f32` the
+    /// identities carry rounding of the order of `f32::EPSILON` times the largest terms they
+    /// combine (such as `||U||^2`), so late in training the error can exceed `Lbar` itself. With
     /// [`Trainer::set_exact_block_check`] the value comes from an explicit evaluation of
     /// `Lbar` after every block instead.
     pub largest_block_increase: f64,
@@ -76,9 +76,9 @@ pub struct StepReport {
     pub exact_block_check: bool,
     /// Inner iterations run by the blocks without a closed form.
     pub inner_iterations: usize,
-    /// The terms of `Lbar` at the iterate before this step. In the backward order they are
-    /// accumulated inside this step's elementwise passes at no extra cost; other orders
-    /// evaluate them explicitly at the end of the previous step.
+    /// Terms of `Lbar` at the iterate before this step. In the backward order of three-splitting
+    /// they are accumulated inside this step's elementwise passes at no extra cost. Other
+    /// orders and two-splitting evaluate them explicitly at the end of the previous step.
     pub previous_objective: Option<ObjectiveTerms>,
 }
 
@@ -298,7 +298,7 @@ impl<'a, T: Real> Trainer<'a, T> {
         let mut report = StepReport { iteration: self.iteration + 1, ..StepReport::default() };
         let backward = self.config.order == UpdateOrder::Backward;
         // Backward order: the loss, activation-coupling and regularisation terms at the start
-        // of the step are exact in-pass values; the pre-activation couplings of the previous
+        // of the step are exact in-pass values. The pre-activation couplings of the previous
         // iterate are summed by this step's U updates.
         let start_terms = self.terms.objective(&self.config);
         let mut previous = ObjectiveTerms { preactivation_coupling: 0.0, ..start_terms };

@@ -32,7 +32,7 @@ pub(crate) fn tile_scratch_len(max_width: usize, tile_width: usize) -> usize {
 }
 
 /// `Z = W V + b 1^T` over all tiles, written into `z`; returns `||target - sigma(Z)||^2` when
-/// `target` is given (`target` already holds `V_l - S_l V_{l-1}`).
+/// `target` is given (`target` already contains `V_l - S_l V_{l-1}`).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn forward_layer<T: Real>(
     weights: &ColMatrix<T>,
@@ -155,7 +155,7 @@ fn link_sum<T: Real>(activation: Activation, z: &[T], v: &[T], skip: Option<&[T]
 
 /// Hidden weight update of two-splitting: minimises
 /// `gamma/2 ||V_l - S_l V_{l-1} - sigma(Wt Vt)||^2 + r(W) + alpha/2 ||Wt - Wt^old||^2`
-/// by proximal-gradient steps from `Wt^old`; `z` holds `Wt^old Vt` on entry and the
+/// by proximal-gradient steps from `Wt^old`; `z` contains `Wt^old Vt` on entry and the
 /// product of the returned weights on exit.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn hidden_weights<T: Real>(

@@ -78,19 +78,19 @@ impl WeightFista {
         }
     }
 
-    /// The `dim x dim` Gram matrix to fill (both triangles).
+    /// Returns the `dim x dim` Gram matrix to fill (both triangles).
     pub fn gram_mut(&mut self, dim: usize) -> MatMut<'_, f64> {
         self.cols = dim;
         MatMut::from_column_major_slice_mut(&mut self.gram[..dim * dim], dim, dim)
     }
 
-    /// The `d x dim` cross product to fill.
+    /// Returns the `d x dim` cross product to fill.
     pub fn cross_mut(&mut self, d: usize, dim: usize) -> MatMut<'_, f64> {
         self.rows = d;
         MatMut::from_column_major_slice_mut(&mut self.cross[..d * dim], d, dim)
     }
 
-    /// The current `Wt = [W b]` to fill, `d x dim`.
+    /// Returns the current `Wt = [W b]` to fill, `d x dim`.
     pub fn old_mut(&mut self, d: usize, dim: usize) -> MatMut<'_, f64> {
         MatMut::from_column_major_slice_mut(&mut self.previous[..d * dim], d, dim)
     }
@@ -109,7 +109,7 @@ impl WeightFista {
         fista_weights(&mut self.solution[..d * dim], &problem, &inner.kernels(), &mut self.scratch)
     }
 
-    /// The solution of the last [`WeightFista::solve`], `d x dim`.
+    /// Returns the solution of the last [`WeightFista::solve`], `d x dim`.
     pub fn solution(&self, d: usize, dim: usize) -> MatRef<'_, f64> {
         MatRef::from_column_major_slice(&self.solution[..d * dim], d, dim)
     }

@@ -104,7 +104,7 @@ fn predictions_match_evaluation_accuracy() {
 }
 
 #[test]
-fn config_rejects_each_invalid_model_choice() {
+fn rejects_invalid_model_choices() {
     use bcdnn::{Activation, ActivationRegulariser, Block, Loss, UpdateOrder, WeightRegulariser};
     let base = || Config::builder(4, &[4, 3], 2);
     let cases: Vec<(&str, Result<Config, ConfigError>, ConfigError)> = vec![
@@ -198,7 +198,7 @@ fn config_rejects_each_invalid_model_choice() {
 }
 
 #[test]
-fn prox_linear_bound_is_printed_and_mean_scale_checked_against_samples() {
+fn prox_linear_bound_checks() {
     use bcdnn::{Loss, LossScale};
     let error = Config::builder(4, &[3], 2).loss(Loss::Logistic).gamma(0.05).alpha(0.05).build().unwrap_err();
     // (L_R - gamma) / 2 = (0.25 - 0.05) / 2 = 0.1

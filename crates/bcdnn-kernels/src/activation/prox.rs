@@ -17,9 +17,8 @@ use crate::model::Activation;
 
 use crate::elementwise::scalar::prox_leaky_relu;
 
-/// Maximum iterations of safeguarded Newton. Each iteration either takes a Newton step or
-/// halves the bracket, so 2100 bisections would shrink any finite `f64` bracket to adjacent
-/// floats; in practice Newton converges in fewer than 10 steps.
+/// Maximum iterations of safeguarded Newton. Each iteration either takes a Newton step inside
+/// the bracket or halves the bracket, so a run of bisections alone shrinks it by `2^200`.
 const MAX_NEWTON_ITERATIONS: usize = 200;
 
 /// Width of the subintervals of the region where `f` may be non-convex. `sigma''` and
@@ -127,7 +126,7 @@ pub fn bracket(act: Activation, a: f64, b: f64, g: f64) -> (f64, f64, f64) {
     }
 }
 
-/// Whether `f'' > 0` on the whole real line, from `f'' >= g - sup |sigma''| sup |sigma - a|`.
+/// Returns whether `f'' > 0` on the whole real line, from `f'' >= g - sup |sigma''| sup |sigma - a|`.
 pub fn provably_convex(act: Activation, g: f64, max_link: f64) -> bool {
     g > smooth_bounds(act).max_curvature * max_link
 }

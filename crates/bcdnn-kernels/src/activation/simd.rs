@@ -3,11 +3,11 @@
 //! scalar references in [`super::scalar`].
 //!
 //! Sigmoid, tanh and softplus are built on [`exp_f32s`], a range-reduced polynomial. The
-//! smooth proximal step runs a fixed number of safeguarded Newton steps in every lane and
-//! recomputes with the scalar [`prox`] (in `f64`, rounded) each lane whose last step was not
-//! below the tolerance, or whose result is not certified as the global minimiser: either `f`
-//! is convex on the whole line, or `f'' > 0` on the region where a point with a smaller or
-//! equal `f` could lie (see [`super::prox::improvement_region`]).
+//! smooth proximal step runs a fixed number of safeguarded Newton steps in every lane. A lane
+//! is recomputed with the scalar [`prox`] (in `f64`, rounded) when its last step was not below
+//! the tolerance or its result is not certified as the global minimiser. The certificate is
+//! that `f` is convex on the whole line, or that `f'' > 0` on the region where a point with a
+//! smaller or equal `f` could lie (see [`super::prox::improvement_region`]).
 //!
 //! The tail of a slice is loaded with `partial_load_f32s`, which fills the lanes past the end
 //! with 0. The smooth activations do not map 0 to 0, so every sum term of the tail is
@@ -511,11 +511,12 @@ impl<S: Simd, const KIND: u8> SmoothCoefficients<S, KIND> {
         self.recompute(simd, u, a, center, accepted, count)
     }
 
-    /// Returns whether the stationary point `u` is certified as the global minimiser, by the argument
-    /// of [`super::prox::improvement_region`]: a global minimiser `v` has `f(v) <= f(u) = F`
-    /// and lies in the `bracket` of every stationary point, with `|v - B| <= sqrt(2 F / g)` and
-    /// `|sigma(v) - a| <= sqrt(2 F)`, and `f'' > 0` between `u` and any such `v` if
-    /// `g + min (sigma - a) sigma'' > 0` over the ranges of both factors on that region.
+    /// Returns whether the stationary point `u` is certified as the global minimiser, by the
+    /// argument of [`super::prox::improvement_region`]. A global minimiser `v` has
+    /// `f(v) <= f(u) = F` and lies in the `bracket` of every stationary point, with
+    /// `|v - B| <= sqrt(2 F / g)` and `|sigma(v) - a| <= sqrt(2 F)`. So `f'' > 0` between `u`
+    /// and any such `v` if `g + min (sigma - a) sigma'' > 0` over the ranges of both factors on
+    /// that region.
     ///
     /// The `f32` rounding of `F` is covered by enlarging it by `2^-10`, and the rounding of
     /// sigma and `sigma''` (a few `f32::EPSILON` absolute) by a margin of `2^-10` of the terms.

@@ -33,7 +33,7 @@ fn is_smooth(act: Activation) -> bool {
     matches!(act, Activation::Sigmoid | Activation::Tanh | Activation::Softplus)
 }
 
-/// Every SIMD level this CPU supports, each with the `Arch` that forces it.
+/// Returns every SIMD level this CPU supports, each with the `Arch` that forces it.
 fn levels() -> Vec<(&'static str, Arch)> {
     #[cfg(target_arch = "x86_64")]
     {
@@ -74,7 +74,7 @@ fn random_value(rng: &mut StdRng) -> f32 {
     }
 }
 
-/// A buffer of `offset + len + 3` random entries; the slice under test starts at `offset`.
+/// Draws a buffer of `offset + len + 3` random entries. The slice under test starts at `offset`.
 fn buffer(rng: &mut StdRng, offset: usize, len: usize) -> Vec<f32> {
     (0..offset + len + 3).map(|_| random_value(rng)).collect()
 }
@@ -585,7 +585,8 @@ fn hidden_u_step_extreme_inputs_finite() {
                 old[r]
             );
         }
-        assert!(!sums.link_new.is_nan() && !sums.step.is_nan(), "hidden_u_step {}: sums {sums:?}", act.name());
+        assert!(!sums.link_new.is_nan(), "hidden_u_step {}: sums {sums:?}", act.name());
+        assert!(!sums.step.is_nan(), "hidden_u_step {}: sums {sums:?}", act.name());
         let mut forward = vec![0.0f32; len];
         f32::activate(act, &mut forward, &old);
         assert!(forward.iter().all(|x| !x.is_nan()), "activate {}: NaN in {forward:?}", act.name());
